@@ -1,0 +1,102 @@
+# MMSA-C build. `make` builds the library and the programs into bin/;
+# `make check` runs every test; `make deps` installs the Debian packages;
+# `make asan` builds with AddressSanitizer + UBSan and runs the tests.
+
+BUILD   ?= build
+BIN     ?= bin
+CC      := mpicc
+CXX     := mpicxx
+PKGS    := hdf5-openmpi yaml-0.1 openbabel-3
+SAN     ?= 0
+OPT     ?= -O2
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN     := -Wall -Wextra -Werror
+CPPFLAGS := -Iinclude -D_GNU_SOURCE $(PKG_CFLAGS)
+CFLAGS   := -std=c11 $(OPT) -g $(WARN) -fno-strict-aliasing
+CXXFLAGS := -std=c++17 $(OPT) -g $(WARN) -Wno-deprecated-declarations
+LDLIBS   := $(PKG_LIBS) -lblis -lscalapack-openmpi -lstdc++ -lm
+ifeq ($(SAN),1)
+  SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  CFLAGS   += $(SANFLAGS)
+  CXXFLAGS += $(SANFLAGS)
+  LDFLAGS  += $(SANFLAGS)
+endif
+
+LIB_C    := $(wildcard src/core/*.c src/nn/*.c src/chem/*.c src/data/*.c src/dist/*.c src/model/*.c)
+LIB_CXX  := $(wildcard src/chem/*.cpp)
+LIB_OBJ  := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cpp=$(BUILD)/%.o)
+LIB      := $(BUILD)/libmmsa.a
+
+APPS     := $(patsubst src/apps/%.c,$(BIN)/%,$(wildcard src/apps/*.c))
+TEST_SRC := $(wildcard tests/test_*.c)
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_LIB := $(BUILD)/tests/gradcheck.o $(BUILD)/tests/testutil.o
+BENCH    := $(patsubst benchmarks/%.c,$(BUILD)/benchmarks/%,$(wildcard benchmarks/bench_*.c))
+
+DEB_PKGS := libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
+            libhdf5-openmpi-dev hdf5-tools libopenbabel-dev openbabel libyaml-dev \
+            libcmocka-dev pkg-config make gcc g++ python3 python3-numpy python3-h5py \
+            python3-rdkit python3-sklearn zlib1g-dev libcairo2-dev gnuplot-nox
+
+.PHONY: all lib apps tests bench check asan demo deps clean
+all: apps
+
+lib: $(LIB)
+apps: $(APPS)
+tests: $(TESTS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/%: $(BUILD)/src/apps/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $< $(TEST_LIB) $(LIB) $(LDLIBS) -lcmocka -o $@
+
+$(BUILD)/benchmarks/%: $(BUILD)/benchmarks/%.o $(LIB)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# Tests: every tests/test_*.c is a cmocka program; tests/run_tests.sh knows which
+# ones run under mpirun and with how many ranks, and prints the summary line last.
+check: $(TESTS) $(APPS)
+	@BUILD=$(BUILD) BIN=$(BIN) sh tests/run_tests.sh
+
+asan:
+	$(MAKE) SAN=1 OPT=-O1 BUILD=build-asan BIN=build-asan/bin check
+
+bench: $(BENCH)
+	@for b in $(BENCH); do echo "== $$b"; $$b || exit 1; done
+
+demo: deps
+	$(MAKE) apps
+	sh configs/demo.sh
+
+# Installs the Debian packages once; quick when they are already there.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: all Debian packages present"; fi
+
+clean:
+	rm -rf build build-asan bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

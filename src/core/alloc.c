@@ -1,0 +1,154 @@
+/* alloc.c: default allocator (aligned, with a live-byte count) and the arena. */
+#include "mmsa/alloc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MM_ALIGN 64
+
+static size_t live_bytes;
+
+static void *default_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    if (nsize == 0) {
+        if (ptr) {
+            free(ptr);
+            __atomic_sub_fetch(&live_bytes, osize, __ATOMIC_RELAXED);
+        }
+        return NULL;
+    }
+    void *p = NULL;
+    size_t rounded = (nsize + MM_ALIGN - 1) / MM_ALIGN * MM_ALIGN;
+    if (posix_memalign(&p, MM_ALIGN, rounded) != 0) return NULL;
+    __atomic_add_fetch(&live_bytes, nsize, __ATOMIC_RELAXED);
+    if (ptr) {
+        memcpy(p, ptr, osize < nsize ? osize : nsize);
+        free(ptr);
+        __atomic_sub_fetch(&live_bytes, osize, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
+static mm_alloc_fn alloc_fn = default_alloc;
+static void *alloc_ud;
+
+void mm_set_allocator(mm_alloc_fn fn, void *ud)
+{
+    alloc_fn = fn ? fn : default_alloc;
+    alloc_ud = fn ? ud : NULL;
+}
+
+void mm_get_allocator(mm_alloc_fn *fn, void **ud)
+{
+    *fn = alloc_fn;
+    *ud = alloc_ud;
+}
+
+size_t mm_alloc_live_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
+
+void *mm_malloc(size_t n) { return n ? alloc_fn(alloc_ud, NULL, 0, n) : NULL; }
+
+void *mm_calloc(size_t count, size_t size)
+{
+    if (count && size > SIZE_MAX / count) return NULL;
+    size_t n = count * size;
+    void *p = mm_malloc(n);
+    if (p) memset(p, 0, n);
+    return p;
+}
+
+void mm_free_sized(void *p, size_t n)
+{
+    if (p) alloc_fn(alloc_ud, p, n, 0);
+}
+
+mm_status mm_alloc_zero(size_t count, size_t size, void **out)
+{
+    *out = NULL;
+    if (count == 0 || size == 0) return MM_OK;
+    *out = mm_calloc(count, size);
+    if (!*out) return MM_ERR(MM_ERR_NOMEM, "cannot allocate %zu x %zu bytes", count, size);
+    return MM_OK;
+}
+
+struct mm_arena_chunk {
+    mm_arena_chunk *next;
+    size_t size; /* usable bytes after the header */
+    size_t top;
+};
+
+#define CHUNK_HEADER ((sizeof(mm_arena_chunk) + MM_ALIGN - 1) / MM_ALIGN * MM_ALIGN)
+
+static mm_status arena_add_chunk(mm_arena *a, size_t min_bytes)
+{
+    size_t size = a->chunk_bytes > min_bytes ? a->chunk_bytes : min_bytes;
+    mm_arena_chunk *c = mm_malloc(CHUNK_HEADER + size);
+    if (!c) return MM_ERR(MM_ERR_NOMEM, "arena: cannot allocate a chunk of %zu bytes", size);
+    c->next = a->head;
+    c->size = size;
+    c->top = 0;
+    a->head = c;
+    a->reserved += size;
+    return MM_OK;
+}
+
+mm_status mm_arena_init(mm_arena *a, size_t initial_bytes)
+{
+    memset(a, 0, sizeof *a);
+    a->chunk_bytes = initial_bytes ? initial_bytes : (1u << 20);
+    return MM_OK;
+}
+
+mm_status mm_arena_alloc(mm_arena *a, size_t n, void **out)
+{
+    size_t need = (n + MM_ALIGN - 1) / MM_ALIGN * MM_ALIGN;
+    if (need == 0) need = MM_ALIGN;
+    if (!a->head || a->head->top + need > a->head->size) {
+        /* Chunks grow geometrically so a big step needs few of them. */
+        if (a->head) a->chunk_bytes = a->head->size * 2;
+        MM_CALL(arena_add_chunk(a, need));
+    }
+    *out = (char *)a->head + CHUNK_HEADER + a->head->top;
+    a->head->top += need;
+    a->used += need;
+    if (a->used > a->high_water) a->high_water = a->used;
+    return MM_OK;
+}
+
+mm_status mm_arena_calloc(mm_arena *a, size_t n, void **out)
+{
+    MM_CALL(mm_arena_alloc(a, n, out));
+    memset(*out, 0, n);
+    return MM_OK;
+}
+
+static void free_chunks(mm_arena_chunk *c)
+{
+    while (c) {
+        mm_arena_chunk *next = c->next;
+        mm_free_sized(c, CHUNK_HEADER + c->size);
+        c = next;
+    }
+}
+
+mm_status mm_arena_reset(mm_arena *a)
+{
+    if (a->head && a->head->next) {
+        /* The step spilled: keep one chunk that fits the whole high-water mark. */
+        free_chunks(a->head);
+        a->head = NULL;
+        a->reserved = 0;
+        a->chunk_bytes = a->high_water;
+        MM_CALL(arena_add_chunk(a, a->high_water));
+    }
+    if (a->head) a->head->top = 0;
+    a->used = 0;
+    return MM_OK;
+}
+
+void mm_arena_destroy(mm_arena *a)
+{
+    free_chunks(a->head);
+    memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,48 @@
+#!/bin/sh
+# Runs every test program and ends with one summary line: "check: N passed, M failed".
+# tests/test_mpi_*: run under mpirun with 1 and 2 ranks (MMSA_TEST_RANKS overrides).
+# Each program is a cmocka runner; its "[  PASSED  ] n test(s)." and
+# "[  FAILED  ] n test(s)" lines are added up (rank 0's line for MPI runs).
+BUILD=${BUILD:-build}
+RANKS=${MMSA_TEST_RANKS:-"1 2"}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export BLIS_NUM_THREADS=1 OMP_NUM_THREADS=1
+export MMSA_SHARED=${MMSA_SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}
+[ -d "$MMSA_SHARED" ] || MMSA_SHARED=$(cd "$(dirname "$0")/.." && pwd)/../shared
+passed=0; failed=0; broken=""
+log=$(mktemp)
+run() { # name, command...
+    name=$1; shift
+    start=$(date +%s)
+    "$@" >"$log" 2>&1
+    rc=$?
+    p=$(grep -a '^\[  PASSED  \]' "$log" | head -n 1 | sed 's/[^0-9]*\([0-9]*\).*/\1/')
+    f=$(grep -a '^\[  FAILED  \] [0-9]* test' "$log" | head -n 1 | sed 's/[^0-9]*\([0-9]*\).*/\1/')
+    p=${p:-0}; f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p)); failed=$((failed + f))
+    secs=$(( $(date +%s) - start ))
+    if [ "$f" -ne 0 ]; then
+        broken="$broken $name"
+        echo "FAIL $name ($p passed, $f failed, ${secs}s)"; cat "$log"
+    else
+        echo "ok   $name ($p passed, ${secs}s)"
+    fi
+}
+for t in "$BUILD"/tests/test_*; do
+    case "$t" in *.o|*.d) continue ;; esac
+    [ -x "$t" ] || continue
+    base=$(basename "$t")
+    case "$base" in
+    test_mpi_*)
+        for n in $RANKS; do
+            run "$base -n $n" timeout 600 mpirun --allow-run-as-root --oversubscribe -n "$n" "$t"
+        done ;;
+    *) run "$base" timeout 600 "$t" ;;
+    esac
+done
+rm -f "$log"
+[ -n "$broken" ] && echo "failing:$broken"
+echo "check: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
