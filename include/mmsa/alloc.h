@@ -33,7 +33,11 @@ size_t mm_alloc_live_bytes(void);
 /* Status-returning helper: *out = mm_calloc(count, size) or MM_ERR_NOMEM. */
 mm_status mm_alloc_zero(size_t count, size_t size, void **out);
 
-typedef struct mm_arena_chunk mm_arena_chunk;
+typedef struct mm_arena_chunk {
+    struct mm_arena_chunk *next;
+    size_t size; /* usable bytes after the header */
+    size_t top;  /* bytes handed out from this chunk */
+} mm_arena_chunk;
 typedef struct mm_arena {
     mm_arena_chunk *head;  /* newest chunk first */
     size_t chunk_bytes;    /* size of the next chunk to allocate */

@@ -72,12 +72,6 @@ mm_status mm_alloc_zero(size_t count, size_t size, void **out)
     return MM_OK;
 }
 
-struct mm_arena_chunk {
-    mm_arena_chunk *next;
-    size_t size; /* usable bytes after the header */
-    size_t top;
-};
-
 #define CHUNK_HEADER ((sizeof(mm_arena_chunk) + MM_ALIGN - 1) / MM_ALIGN * MM_ALIGN)
 
 static mm_status arena_add_chunk(mm_arena *a, size_t min_bytes)

@@ -1,0 +1,39 @@
+/* dist.h: the communicator MMSA-C owns, and the collectives the core needs.
+ *
+ * Owns: a duplicate of the caller's communicator (library traffic never collides
+ * with the application's), set to MPI_ERRORS_RETURN so every MPI failure comes back
+ * as an mm_status with MPI's error string instead of aborting inside a rank.
+ * Promises: the sum reductions are deterministic for a given rank count (MPI_SUM over
+ * a fixed communicator), and every count is range-checked before it becomes an int. */
+#ifndef MMSA_DIST_H
+#define MMSA_DIST_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mmsa/error.h"
+#include "mmsa/tensor.h"
+
+typedef struct mm_dist {
+    MPI_Comm comm;
+    int rank, size;
+} mm_dist;
+
+mm_status mm_dist_init(mm_dist *d, MPI_Comm parent);
+void mm_dist_destroy(mm_dist *d);
+
+/* Convert a count to an MPI int, or MM_ERR_RANGE naming what it counts. */
+mm_status mm_dist_count(size_t n, const char *what, int *out);
+
+/* In-place sums across the ranks. */
+mm_status mm_dist_allreduce_double(mm_dist *d, double *buf, size_t n);
+mm_status mm_dist_allreduce_float(mm_dist *d, float *buf, size_t n);
+/* Matches mm_allreduce_fn: install with tape->allreduce = mm_dist_tape_allreduce,
+ * tape->allreduce_ctx = d, so normalisation statistics are those of the global batch. */
+mm_status mm_dist_tape_allreduce(void *ctx, double *buf, int n);
+
+/* Contiguous block partition of n items: rank r gets [*start, *start + *count). */
+void mm_dist_block(int64_t n, int size, int rank, int64_t *start, int64_t *count);
+
+#endif

@@ -1,0 +1,61 @@
+/* dist.c: owned communicator and basic collectives. */
+#include "mmsa/dist.h"
+
+#include <limits.h>
+
+mm_status mm_dist_init(mm_dist *d, MPI_Comm parent)
+{
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) return MM_ERR(MM_ERR_MPI, "MPI is not initialised (call MPI_Init first)");
+    MM_MPI_CALL(MPI_Comm_dup(parent, &d->comm));
+    MM_MPI_CALL(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN));
+    MM_MPI_CALL(MPI_Comm_rank(d->comm, &d->rank));
+    MM_MPI_CALL(MPI_Comm_size(d->comm, &d->size));
+    return MM_OK;
+}
+
+void mm_dist_destroy(mm_dist *d)
+{
+    if (d->comm != MPI_COMM_NULL && d->comm != 0) MPI_Comm_free(&d->comm);
+    d->comm = MPI_COMM_NULL;
+}
+
+mm_status mm_dist_count(size_t n, const char *what, int *out)
+{
+    if (n > (size_t)INT_MAX)
+        return MM_ERR(MM_ERR_RANGE, "%s: %zu does not fit an MPI count (max %d)", what, n, INT_MAX);
+    *out = (int)n;
+    return MM_OK;
+}
+
+mm_status mm_dist_allreduce_double(mm_dist *d, double *buf, size_t n)
+{
+    int c = 0;
+    MM_CALL(mm_dist_count(n, "allreduce (double)", &c));
+    if (d->size == 1 || c == 0) return MM_OK;
+    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_DOUBLE, MPI_SUM, d->comm));
+    return MM_OK;
+}
+
+mm_status mm_dist_allreduce_float(mm_dist *d, float *buf, size_t n)
+{
+    int c = 0;
+    MM_CALL(mm_dist_count(n, "allreduce (float)", &c));
+    if (d->size == 1 || c == 0) return MM_OK;
+    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_FLOAT, MPI_SUM, d->comm));
+    return MM_OK;
+}
+
+mm_status mm_dist_tape_allreduce(void *ctx, double *buf, int n)
+{
+    MM_CALL(mm_dist_allreduce_double((mm_dist *)ctx, buf, (size_t)n));
+    return MM_OK;
+}
+
+void mm_dist_block(int64_t n, int size, int rank, int64_t *start, int64_t *count)
+{
+    int64_t base = n / size, extra = n % size;
+    *start = rank * base + (rank < extra ? rank : extra);
+    *count = base + (rank < extra ? 1 : 0);
+}

@@ -1,0 +1,389 @@
+/* Tests of the core: errors, allocator and arena, RNG, parameter registry,
+ * optimisers, schedule and clipping. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "mmsa/ops.h"
+#include "mmsa/optim.h"
+#include "mmsa/params.h"
+#include "mmsa/rng.h"
+#include "testutil.h"
+
+/* ---- errors ---------------------------------------------------------------- */
+
+static mm_status inner(int x)
+{
+    if (x < 0) return MM_ERR(MM_ERR_ARG, "x is %d, needs >= 0", x);
+    return MM_OK;
+}
+static mm_status middle(int x) { MM_CALL(inner(x)); return MM_OK; }
+static mm_status outer(int x) { MM_CALL(middle(x)); return MM_OK; }
+
+static void test_error_traceback(void **state)
+{
+    (void)state;
+    assert_int_equal(outer(1), MM_OK);
+    assert_int_equal(outer(-3), MM_ERR_ARG);
+    assert_string_equal(mm_error_message(), "x is -3, needs >= 0");
+    mm_error_hint("pass a non-negative x");
+    char buf[4096] = {0};
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    mm_error_print(f, 3);
+    fclose(f);
+    /* Message with rank, then frames innermost first, then the hint. */
+    assert_non_null(strstr(buf, "[rank 3] error (invalid argument): x is -3"));
+    char *pi = strstr(buf, "at inner"), *pm = strstr(buf, "at middle"), *po = strstr(buf, "at outer");
+    assert_true(pi && pm && po && pi < pm && pm < po);
+    assert_non_null(strstr(buf, "test_core.c:"));
+    assert_non_null(strstr(buf, "HINT: pass a non-negative x"));
+    mm_error_clear();
+    assert_int_equal(mm_error_code(), MM_OK);
+}
+
+/* ---- allocator and arena ------------------------------------------------------ */
+
+static void test_allocation_failure_is_reported_and_clean(void **state)
+{
+    (void)state;
+    size_t live0 = mm_alloc_live_bytes();
+    for (int fail_at = 1; fail_at <= 3; fail_at++) { /* 3 allocations: table, data, grad */
+        mm_params p;
+        mm_params_init(&p);
+        tu_fail_alloc_after(fail_at);
+        mm_status s = mm_params_add(&p, "w", 2, (int64_t[]){4, 4}, NULL);
+        if (s == MM_OK) s = mm_params_add(&p, "b", 1, (int64_t[]){4}, NULL);
+        if (s == MM_OK) s = mm_params_alloc(&p);
+        tu_fail_alloc_after(0);
+        assert_int_equal(s, MM_ERR_NOMEM);
+        mm_error_clear();
+        mm_params_destroy(&p);
+        assert_int_equal(mm_alloc_live_bytes(), live0); /* nothing leaked */
+    }
+    mm_arena a;
+    mm_arena_init(&a, 1024);
+    void *x;
+    tu_fail_alloc_after(1);
+    assert_int_equal(mm_arena_alloc(&a, 100, &x), MM_ERR_NOMEM);
+    tu_fail_alloc_after(0);
+    mm_error_clear();
+    assert_int_equal(mm_arena_alloc(&a, 100, &x), MM_OK); /* usable after a failure */
+    mm_arena_destroy(&a);
+    assert_int_equal(mm_alloc_live_bytes(), live0);
+}
+
+static void test_arena_alignment_and_growth(void **state)
+{
+    (void)state;
+    mm_arena a;
+    mm_arena_init(&a, 256);
+    size_t reserved_after_step[6];
+    for (int step = 0; step < 6; step++) {
+        for (int i = 0; i < 50; i++) {
+            void *p;
+            assert_int_equal(mm_arena_alloc(&a, (size_t)(i * 37 + 1), &p), MM_OK);
+            assert_int_equal((uintptr_t)p % 64, 0);
+            memset(p, 0xab, (size_t)(i * 37 + 1));
+        }
+        assert_int_equal(mm_arena_reset(&a), MM_OK);
+        reserved_after_step[step] = a.reserved;
+    }
+    /* After the first step spilled, one chunk holds a whole step: no more growth. */
+    for (int s = 1; s < 6; s++) assert_int_equal(reserved_after_step[s], reserved_after_step[1]);
+    assert_true(a.head && !a.head->next);
+    mm_arena_destroy(&a);
+}
+
+/* ---- RNG ------------------------------------------------------------------------ */
+
+static void test_philox_known_answers(void **state)
+{
+    (void)state;
+    /* Random123 kat_vectors, philox4x32_10: counter 0, key 0. */
+    uint32_t out[4];
+    mm_philox4x32(0, 0, 0, out);
+    assert_int_equal(out[0], 0x6627e8d5u);
+    assert_int_equal(out[1], 0xe169c58du);
+    assert_int_equal(out[2], 0xbc57ac4cu);
+    assert_int_equal(out[3], 0x9b00dbd8u);
+    /* counter and key all ones */
+    mm_philox4x32(UINT64_MAX, UINT64_MAX, UINT64_MAX, out);
+    assert_int_equal(out[0], 0x408f276du);
+    assert_int_equal(out[1], 0x41c83b0eu);
+    assert_int_equal(out[2], 0xa20bc7c6u);
+    assert_int_equal(out[3], 0x6d5451fdu);
+}
+
+static void test_rng_streams_and_random_access(void **state)
+{
+    (void)state;
+    mm_rng a, b;
+    mm_rng_init(&a, 42, 7);
+    mm_rng_init(&b, 42, 7);
+    float seq[100];
+    for (int i = 0; i < 100; i++) {
+        seq[i] = mm_rng_uniform(&a);
+        assert_true(seq[i] == mm_rng_uniform(&b));
+        assert_true(seq[i] >= 0.0f && seq[i] < 1.0f);
+    }
+    /* the stateless draw at index i equals the i-th sequential draw */
+    for (int i = 0; i < 100; i++) assert_true(mm_rng_uniform_at(42, 7, (uint64_t)i) == seq[i]);
+    /* another stream differs */
+    mm_rng_init(&b, 42, 8);
+    int same = 0;
+    for (int i = 0; i < 100; i++) same += mm_rng_uniform(&b) == seq[i];
+    assert_true(same < 3);
+    /* moments of uniform and normal */
+    mm_rng_init(&a, 1, 1);
+    double s = 0, s2 = 0;
+    int n = 200000;
+    for (int i = 0; i < n; i++) {
+        double x = mm_rng_normal(&a);
+        s += x;
+        s2 += x * x;
+    }
+    assert_true(fabs(s / n) < 0.01);
+    assert_true(fabs(s2 / n - 1.0) < 0.02);
+    /* permutation is a permutation, and reproducible */
+    int64_t p1[50], p2[50];
+    int seen[50] = {0};
+    mm_rng_init(&a, 9, 9);
+    mm_rng_permutation(&a, 50, p1);
+    mm_rng_init(&a, 9, 9);
+    mm_rng_permutation(&a, 50, p2);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(p1[i], p2[i]);
+        seen[p1[i]]++;
+    }
+    for (int i = 0; i < 50; i++) assert_int_equal(seen[i], 1);
+}
+
+/* ---- parameters ------------------------------------------------------------------ */
+
+static void test_params_registry(void **state)
+{
+    (void)state;
+    mm_params p;
+    mm_params_init(&p);
+    int w, b;
+    assert_int_equal(mm_params_add(&p, "layer.weight", 2, (int64_t[]){3, 5}, &w), MM_OK);
+    assert_int_equal(mm_params_add(&p, "layer.bias", 1, (int64_t[]){3}, &b), MM_OK);
+    assert_int_equal(mm_params_add(&p, "layer.bias", 1, (int64_t[]){3}, NULL), MM_ERR_ARG);
+    mm_error_clear();
+    assert_int_equal(mm_params_add(&p, "bad", 1, (int64_t[]){0}, NULL), MM_ERR_ARG);
+    mm_error_clear();
+    assert_int_equal(mm_params_alloc(&p), MM_OK);
+    assert_int_equal(mm_params_find(&p, "layer.bias"), b);
+    assert_int_equal(mm_params_find(&p, "nope"), -1);
+    assert_int_equal(p.info[w].offset % 16, 0);
+    assert_int_equal(p.info[b].offset % 16, 0);
+    assert_int_equal(mm_params_count_values(&p), 18);
+    assert_true(p.info[w].decay && !p.info[b].decay);
+    mm_params_init_linear(&p, w, b, 5);
+    float bound = 1.0f / sqrtf(5.0f);
+    for (int k = 0; k < 15; k++) assert_true(fabsf(mm_params_data(&p, w)[k]) <= bound);
+    /* reproducible per parameter index */
+    float keep[15];
+    memcpy(keep, mm_params_data(&p, w), sizeof keep);
+    mm_params_init_linear(&p, w, b, 5);
+    assert_memory_equal(keep, mm_params_data(&p, w), sizeof keep);
+    mm_tensor v = mm_params_view(&p, w);
+    assert_int_equal(v.n, 15);
+    assert_ptr_equal(v.grad, p.grad + p.info[w].offset);
+    mm_params_grad(&p, b)[1] = NAN;
+    int bad = -1;
+    assert_false(mm_params_grad_finite(&p, &bad));
+    assert_int_equal(bad, b);
+    double norm;
+    assert_int_equal(mm_clip_grad_norm(&p, 1.0, &norm), MM_ERR_NUMERIC);
+    assert_non_null(strstr(mm_error_message(), "layer.bias"));
+    mm_error_clear();
+    mm_params_destroy(&p);
+}
+
+/* ---- optimisers ---------------------------------------------------------------- */
+
+static void one_param(mm_params *p, float w0, float g)
+{
+    mm_params_init(p);
+    assert_int_equal(mm_params_add(p, "w", 2, (int64_t[]){1, 1}, NULL), MM_OK);
+    assert_int_equal(mm_params_alloc(p), MM_OK);
+    p->data[0] = w0;
+    p->grad[0] = g;
+}
+
+static void test_adamw_matches_reference_formula(void **state)
+{
+    (void)state;
+    mm_params p;
+    one_param(&p, 1.0f, 0.5f);
+    mm_optimizer o;
+    assert_int_equal(mm_optim_adamw(&o, &p, 0.9f, 0.999f, 1e-8f, 0.1f), MM_OK);
+    /* Reference in double, PyTorch AdamW algorithm. */
+    double w = 1.0, m = 0, v = 0, lr = 0.01;
+    double grads[3] = {0.5, -0.25, 1.0};
+    for (int t = 1; t <= 3; t++) {
+        p.grad[0] = (float)grads[t - 1];
+        assert_int_equal(mm_optim_step(&o, &p, (float)lr), MM_OK);
+        double g = grads[t - 1];
+        w *= 1 - lr * 0.1;
+        m = 0.9 * m + 0.1 * g;
+        v = 0.999 * v + 0.001 * g * g;
+        double mh = m / (1 - pow(0.9, t)), vh = v / (1 - pow(0.999, t));
+        w -= lr * mh / (sqrt(vh) + 1e-8);
+        assert_float_equal(p.data[0], w, 1e-6);
+    }
+    mm_optim_destroy(&o);
+    mm_params_destroy(&p);
+}
+
+static void test_sgd_momentum_matches_reference_formula(void **state)
+{
+    (void)state;
+    for (int nesterov = 0; nesterov < 2; nesterov++) {
+        mm_params p;
+        one_param(&p, 2.0f, 0.0f);
+        mm_optimizer o;
+        assert_int_equal(mm_optim_sgd(&o, &p, 0.9f, nesterov, 0.01f), MM_OK);
+        double w = 2.0, buf = 0, lr = 0.1;
+        double grads[4] = {1.0, 0.5, -2.0, 0.25};
+        for (int t = 0; t < 4; t++) {
+            p.grad[0] = (float)grads[t];
+            assert_int_equal(mm_optim_step(&o, &p, (float)lr), MM_OK);
+            double d = grads[t] + 0.01 * w;
+            buf = t == 0 ? d : 0.9 * buf + d;
+            w -= lr * (nesterov ? d + 0.9 * buf : buf);
+            assert_float_equal(p.data[0], w, 1e-5);
+        }
+        mm_optim_destroy(&o);
+        mm_params_destroy(&p);
+    }
+}
+
+static void test_schedule_warmup_cosine(void **state)
+{
+    (void)state;
+    mm_schedule s = {1e-3f, 1e-5f, 10, 110};
+    assert_float_equal(mm_schedule_lr(&s, 0), 1e-4f, 1e-9);
+    assert_float_equal(mm_schedule_lr(&s, 9), 1e-3f, 1e-9);
+    assert_float_equal(mm_schedule_lr(&s, 10), 1e-3f, 1e-9);
+    assert_float_equal(mm_schedule_lr(&s, 60), (1e-3f + 1e-5f) / 2, 1e-8);
+    assert_float_equal(mm_schedule_lr(&s, 110), 1e-5f, 1e-9);
+    assert_float_equal(mm_schedule_lr(&s, 500), 1e-5f, 1e-9);
+    for (int64_t t = 10; t < 110; t++) assert_true(mm_schedule_lr(&s, t + 1) <= mm_schedule_lr(&s, t));
+    mm_schedule flat = {3e-4f, 0, 0, 0};
+    assert_float_equal(mm_schedule_lr(&flat, 1000), 3e-4f, 1e-9);
+}
+
+static void test_clip_grad_norm(void **state)
+{
+    (void)state;
+    mm_params p;
+    mm_params_init(&p);
+    assert_int_equal(mm_params_add(&p, "a", 1, (int64_t[]){2}, NULL), MM_OK);
+    assert_int_equal(mm_params_add(&p, "b", 2, (int64_t[]){1, 1}, NULL), MM_OK);
+    assert_int_equal(mm_params_alloc(&p), MM_OK);
+    mm_params_grad(&p, 0)[0] = 3;
+    mm_params_grad(&p, 0)[1] = 0;
+    mm_params_grad(&p, 1)[0] = 4;
+    double norm;
+    assert_int_equal(mm_clip_grad_norm(&p, 10.0, &norm), MM_OK);
+    assert_float_equal(norm, 5.0, 1e-12);
+    assert_float_equal(mm_params_grad(&p, 1)[0], 4.0f, 0); /* below the limit: untouched */
+    assert_int_equal(mm_clip_grad_norm(&p, 1.0, &norm), MM_OK);
+    assert_float_equal(mm_params_grad_norm(&p), 1.0, 1e-5);
+    assert_float_equal(mm_params_grad(&p, 0)[0] / mm_params_grad(&p, 1)[0], 0.75, 1e-6);
+    mm_params_destroy(&p);
+}
+
+/* ---- a training-shaped loop: it learns, and memory does not grow -------------- */
+
+static void test_training_loop_learns_without_memory_growth(void **state)
+{
+    (void)state;
+    /* Fit y = relu(x W1^T + b1) W2^T + b2 to a fixed random teacher. */
+    enum { N = 64, D = 8, H = 16 };
+    mm_params p;
+    mm_params_init(&p);
+    int w1, b1, w2, b2;
+    assert_int_equal(mm_params_add(&p, "w1", 2, (int64_t[]){H, D}, &w1), MM_OK);
+    assert_int_equal(mm_params_add(&p, "b1", 1, (int64_t[]){H}, &b1), MM_OK);
+    assert_int_equal(mm_params_add(&p, "w2", 2, (int64_t[]){1, H}, &w2), MM_OK);
+    assert_int_equal(mm_params_add(&p, "b2", 1, (int64_t[]){1}, &b2), MM_OK);
+    assert_int_equal(mm_params_alloc(&p), MM_OK);
+    mm_params_init_linear(&p, w1, b1, 1);
+    mm_params_init_linear(&p, w2, b2, 1);
+    float x[N * D], y[N];
+    mm_rng r;
+    mm_rng_init(&r, 3, MM_STREAM_USER);
+    for (int i = 0; i < N * D; i++) x[i] = mm_rng_normal(&r);
+    for (int i = 0; i < N; i++) {
+        double s = 0;
+        for (int j = 0; j < D; j++) s += x[i * D + j] * (j % 3 - 1.0);
+        y[i] = (float)tanh(s);
+    }
+    mm_optimizer o;
+    assert_int_equal(mm_optim_adamw(&o, &p, 0.9f, 0.999f, 1e-8f, 0.0f), MM_OK);
+    mm_schedule sched = {1e-2f, 1e-3f, 20, 600};
+    mm_tape t;
+    assert_int_equal(mm_tape_init(&t, 1 << 12), MM_OK);
+    double first = 0, last = 0;
+    size_t reserved_10 = 0, live_10 = 0;
+    for (int step = 0; step < 600; step++) {
+        assert_int_equal(mm_tape_reset(&t), MM_OK);
+        mm_params_zero_grad(&p);
+        mm_tensor *X, *Y, *W1, *B1, *W2, *B2, *h, *a, *out, *d, *sq, *loss;
+        assert_int_equal(mm_tensor_wrap(&t, x, NULL, 2, (int64_t[]){N, D}, &X), MM_OK);
+        assert_int_equal(mm_tensor_wrap(&t, y, NULL, 2, (int64_t[]){N, 1}, &Y), MM_OK);
+        assert_int_equal(mm_params_tensor(&p, &t, w1, &W1), MM_OK);
+        assert_int_equal(mm_params_tensor(&p, &t, b1, &B1), MM_OK);
+        assert_int_equal(mm_params_tensor(&p, &t, w2, &W2), MM_OK);
+        assert_int_equal(mm_params_tensor(&p, &t, b2, &B2), MM_OK);
+        assert_int_equal(mm_linear(&t, X, W1, B1, &h), MM_OK);
+        assert_int_equal(mm_relu(&t, h, &a), MM_OK);
+        assert_int_equal(mm_linear(&t, a, W2, B2, &out), MM_OK);
+        assert_int_equal(mm_sub(&t, out, Y, &d), MM_OK);
+        assert_int_equal(mm_mul(&t, d, d, &sq), MM_OK);
+        assert_int_equal(mm_mean(&t, sq, MM_AXIS_ALL, &loss), MM_OK);
+        assert_int_equal(mm_tape_backward(&t, loss), MM_OK);
+        double norm;
+        assert_int_equal(mm_clip_grad_norm(&p, 5.0, &norm), MM_OK);
+        assert_int_equal(mm_optim_step(&o, &p, mm_schedule_lr(&sched, step)), MM_OK);
+        if (step == 0) first = loss->data[0];
+        last = loss->data[0];
+        if (step == 10) {
+            reserved_10 = t.arena.reserved;
+            live_10 = mm_alloc_live_bytes();
+        }
+    }
+    assert_true(last < 0.1 * first);
+    assert_int_equal(t.arena.reserved, reserved_10);
+    assert_int_equal(mm_alloc_live_bytes(), live_10);
+    mm_tape_destroy(&t);
+    mm_optim_destroy(&o);
+    mm_params_destroy(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_traceback),
+        cmocka_unit_test(test_allocation_failure_is_reported_and_clean),
+        cmocka_unit_test(test_arena_alignment_and_growth),
+        cmocka_unit_test(test_philox_known_answers),
+        cmocka_unit_test(test_rng_streams_and_random_access),
+        cmocka_unit_test(test_params_registry),
+        cmocka_unit_test(test_adamw_matches_reference_formula),
+        cmocka_unit_test(test_sgd_momentum_matches_reference_formula),
+        cmocka_unit_test(test_schedule_warmup_cosine),
+        cmocka_unit_test(test_clip_grad_norm),
+        cmocka_unit_test(test_training_loop_learns_without_memory_growth),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
