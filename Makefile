@@ -41,7 +41,7 @@ DEB_PKGS := libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
             libcmocka-dev pkg-config make gcc g++ python3 python3-numpy python3-h5py \
             python3-rdkit python3-sklearn zlib1g-dev libcairo2-dev gnuplot-nox
 
-.PHONY: all lib apps tests bench check asan demo deps clean
+.PHONY: all lib apps tests bench bench-only check check-only asan demo deps clean
 all: apps
 
 lib: $(LIB)
@@ -72,18 +72,26 @@ $(BUILD)/benchmarks/%: $(BUILD)/benchmarks/%.o $(LIB)
 
 # Tests: every tests/test_*.c is a cmocka program; tests/run_tests.sh knows which
 # ones run under mpirun and with how many ranks, and prints the summary line last.
-check: $(TESTS) $(APPS)
+# check and demo install the packages first, then re-run make so that the
+# pkg-config flags are read after the packages exist.
+check: deps
+	@$(MAKE) --no-print-directory check-only
+
+check-only: $(TESTS) $(APPS)
 	@BUILD=$(BUILD) BIN=$(BIN) sh tests/run_tests.sh
 
-asan:
-	$(MAKE) SAN=1 OPT=-O1 BUILD=build-asan BIN=build-asan/bin check
+asan: deps
+	@$(MAKE) --no-print-directory SAN=1 OPT=-O1 BUILD=build-asan BIN=build-asan/bin check-only
 
-bench: $(BENCH)
-	@for b in $(BENCH); do echo "== $$b"; $$b || exit 1; done
+bench: deps
+	@$(MAKE) --no-print-directory bench-only
+
+bench-only: $(BENCH)
+	@for b in $(BENCH); do echo "== $$b"; BLIS_NUM_THREADS=1 $$b || exit 1; done
 
 demo: deps
-	$(MAKE) apps
-	sh configs/demo.sh
+	@$(MAKE) --no-print-directory apps
+	@BIN=$(BIN) sh configs/demo.sh
 
 # Installs the Debian packages once; quick when they are already there.
 deps:
