@@ -1,0 +1,90 @@
+/* job.h: the mmsa_pretrain job: every setting, its default, and its schema.
+ *
+ * Owns: the mm_job struct and the schema that fills it from YAML (config.h).
+ * Promises: mm_job_load gives a job whose every field is set (defaults where the file
+ * is silent) and validated; cross-field rules (e.g. knn_k < global batch) are checked
+ * by mm_job_validate with a message naming the keys. configs/reference.yaml is this
+ * schema printed. */
+#ifndef MMSA_JOB_H
+#define MMSA_JOB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mmsa/config.h"
+
+typedef enum { MM_OBJ_MMSA = 0, MM_OBJ_ACML = 1 } mm_objective;
+typedef enum { MM_KNN_ALLGATHER = 0, MM_KNN_RING = 1, MM_KNN_SCALAPACK = 2 } mm_knn_backend;
+typedef enum { MM_OPTIMIZER_ADAMW = 0, MM_OPTIMIZER_SGD = 1 } mm_optimizer_kind;
+
+typedef struct mm_model_config {
+    int objective;             /* mm_objective */
+    int embed_dim;
+    int proj_hidden, proj_dim;
+    int gin_layers, gin_hidden;
+    float gin_dropout;
+    int schnet_hidden, schnet_filters, schnet_interactions, schnet_n_rbf;
+    float schnet_cutoff;
+    int n_cnn_channels;        /* count of cnn_channels (must precede it) */
+    int cnn_channels[MM_CFG_LIST_MAX];
+    int image_size;
+    int fp_bits, fp_hidden;
+    int gate_att_dim, decoder_hidden, hg_hidden;
+    bool use_conformer, use_image, use_fingerprint;
+    float bn_eps, bn_momentum;
+    int acml_gin_layers, acml_gin_hidden;
+} mm_model_config;
+
+typedef struct mm_loss_config {
+    int knn_k;
+    int n_anchors;
+    float tau_align, tau_hg, tau_mem, tau_acml;
+    float mem_momentum;
+    int mem_reseed_after;
+    float w_align, w_rec, w_hg, w_mem;
+} mm_loss_config;
+
+typedef struct mm_train_config {
+    char dataset[MM_CFG_STR_MAX];
+    char run_dir[MM_CFG_STR_MAX];
+    int64_t seed;
+    int batch_size;            /* global: molecules per step over all ranks */
+    int epochs;
+    int64_t max_steps;         /* 0 = epochs decide */
+    int optimizer;             /* mm_optimizer_kind */
+    float lr, lr_min;
+    int64_t warmup_steps;
+    float weight_decay, beta1, beta2, adam_eps, momentum;
+    float grad_clip;
+    int log_every;
+    bool progress;
+    int64_t holdout;           /* molecules kept out of training for retrieval evaluation */
+    char init_checkpoint[MM_CFG_STR_MAX]; /* ACML: frozen encoders come from here */
+} mm_train_config;
+
+typedef struct mm_checkpoint_config {
+    int64_t every;             /* steps; 0 = only at the end */
+    int keep;
+    bool resume;               /* resume from run_dir/checkpoints/latest if present */
+} mm_checkpoint_config;
+
+typedef struct mm_dist_config {
+    int knn_backend;           /* mm_knn_backend */
+    float bucket_mb;
+    int blis_threads;
+} mm_dist_config;
+
+typedef struct mm_job {
+    mm_model_config model;
+    mm_loss_config loss;
+    mm_train_config train;
+    mm_checkpoint_config checkpoint;
+    mm_dist_config dist;
+} mm_job;
+
+extern const mm_cfg_schema mm_job_schema;
+
+mm_status mm_job_load(const char *path, mm_job *job);
+mm_status mm_job_validate(const mm_job *job);
+
+#endif
