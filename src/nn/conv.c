@@ -1,0 +1,218 @@
+/* conv.c: 2-D convolution by im2col + GEMM, and global average pooling (nn.h). */
+#include "mmsa/nn.h"
+
+#include <string.h>
+
+#include "mmsa/blas.h"
+
+/* Scratch floats per block of images: the column matrix and the GEMM output
+ * (K + Cout) * P * B stay under this, so memory does not grow with the batch. */
+#define CONV_BLOCK_FLOATS ((int64_t)1 << 20)
+
+typedef struct {
+    int64_t N, Cin, H, W;      /* x [N, Cin, H, W] */
+    int64_t Cout, kh, kw;      /* w [Cout, Cin, kh, kw] */
+    int64_t Ho, Wo;            /* y [N, Cout, Ho, Wo] */
+    int64_t s, pad;
+    int64_t block;             /* images per im2col block */
+} conv_geom;
+
+/* Output columns ow whose input column ow*s - pad + q lies in [0, W): [*lo, *hi). */
+static void valid_range(int64_t W, int64_t Wo, int64_t s, int64_t pad, int64_t q, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t a = pad - q; /* ow*s >= a */
+    int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
+    int64_t b = W - 1 + pad - q; /* ow*s <= b */
+    int64_t h = b < 0 ? 0 : b / s + 1;
+    if (h > Wo) h = Wo;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* col [K, ld] block columns from `col0`: rows (c, p, q), columns (oh, ow) of one image
+ * xi [Cin, H, W]. Positions in the zero padding get 0. */
+static void im2col(const conv_geom *g, const float *xi, float *col, int64_t ld, int64_t col0)
+{
+    for (int64_t c = 0; c < g->Cin; c++)
+        for (int64_t p = 0; p < g->kh; p++)
+            for (int64_t q = 0; q < g->kw; q++) {
+                float *row = col + ((c * g->kh + p) * g->kw + q) * ld + col0;
+                int64_t lo, hi;
+                valid_range(g->W, g->Wo, g->s, g->pad, q, &lo, &hi);
+                for (int64_t oh = 0; oh < g->Ho; oh++) {
+                    float *dst = row + oh * g->Wo;
+                    int64_t ih = oh * g->s - g->pad + p;
+                    if (ih < 0 || ih >= g->H) {
+                        memset(dst, 0, (size_t)g->Wo * sizeof(float));
+                        continue;
+                    }
+                    /* input column of ow is ow*s + shift, >= 0 on [lo, hi) */
+                    const float *src = xi + (c * g->H + ih) * g->W;
+                    int64_t shift = q - g->pad;
+                    for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                    if (g->s == 1) {
+                        if (hi > lo) memcpy(dst + lo, src + lo + shift, (size_t)(hi - lo) * sizeof(float));
+                    } else {
+                        for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * g->s + shift];
+                    }
+                    for (int64_t ow = hi; ow < g->Wo; ow++) dst[ow] = 0.0f;
+                }
+            }
+}
+
+/* Adjoint of im2col: dxi [Cin, H, W] += the column block's contributions. */
+static void col2im(const conv_geom *g, const float *col, int64_t ld, int64_t col0, float *dxi)
+{
+    for (int64_t c = 0; c < g->Cin; c++)
+        for (int64_t p = 0; p < g->kh; p++)
+            for (int64_t q = 0; q < g->kw; q++) {
+                const float *row = col + ((c * g->kh + p) * g->kw + q) * ld + col0;
+                int64_t lo, hi;
+                valid_range(g->W, g->Wo, g->s, g->pad, q, &lo, &hi);
+                for (int64_t oh = 0; oh < g->Ho; oh++) {
+                    int64_t ih = oh * g->s - g->pad + p;
+                    if (ih < 0 || ih >= g->H) continue;
+                    const float *src = row + oh * g->Wo;
+                    float *dst = dxi + (c * g->H + ih) * g->W;
+                    int64_t shift = q - g->pad;
+                    for (int64_t ow = lo; ow < hi; ow++) dst[ow * g->s + shift] += src[ow];
+                }
+            }
+}
+
+static mm_status conv_backward(mm_node *nd)
+{
+    const conv_geom *g = nd->ctx;
+    mm_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->in[2], *y = nd->out;
+    int64_t P = g->Ho * g->Wo, K = g->Cin * g->kh * g->kw, Cout = g->Cout;
+    int64_t chw = g->Cin * g->H * g->W;
+    bool need_col = w->grad || x->grad;
+    float *col = NULL, *dyt; /* col [K, B*P] (then dcol), dyt [Cout, B*P] */
+    if (need_col) MM_CALL(mm_tape_alloc(nd->tape, (size_t)(K * g->block * P) * sizeof(float), (void **)&col));
+    MM_CALL(mm_tape_alloc(nd->tape, (size_t)(Cout * g->block * P) * sizeof(float), (void **)&dyt));
+    for (int64_t n0 = 0; n0 < g->N; n0 += g->block) {
+        int64_t nb = g->N - n0 < g->block ? g->N - n0 : g->block, ld = nb * P;
+        /* Gather dy of the block as one [Cout, nb*P] matrix. */
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t o = 0; o < Cout; o++)
+                memcpy(dyt + o * ld + i * P, y->grad + ((n0 + i) * Cout + o) * P, (size_t)P * sizeof(float));
+        if (b && b->grad)
+            for (int64_t o = 0; o < Cout; o++) {
+                double s = 0;
+                for (int64_t j = 0; j < ld; j++) s += dyt[o * ld + j];
+                b->grad[o] += (float)s;
+            }
+        if (w->grad) {
+            /* dW [Cout, K] += dy [Cout, nb*P] col^T [nb*P, K] */
+            for (int64_t i = 0; i < nb; i++) im2col(g, x->data + (n0 + i) * chw, col, ld, i * P);
+            mm_sgemm(false, true, Cout, K, ld, 1.0f, dyt, ld, col, ld, 1.0f, w->grad, K);
+        }
+        if (x->grad) {
+            /* dcol [K, nb*P] = W^T [K, Cout] dy [Cout, nb*P], folded back by col2im */
+            mm_sgemm(true, false, K, ld, Cout, 1.0f, w->data, K, dyt, ld, 0.0f, col, ld);
+            for (int64_t i = 0; i < nb; i++) col2im(g, col, ld, i * P, x->grad + (n0 + i) * chw);
+        }
+    }
+    return MM_OK;
+}
+
+mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
+                    int padding, mm_tensor **out)
+{
+    char sx[64], sw[64];
+    if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1])
+        return MM_ERR(MM_ERR_ARG, "conv2d: x %s and weight %s must be [N, Cin, H, W] and [Cout, Cin, kh, kw]",
+                      mm_shape_str(x, sx, sizeof sx), mm_shape_str(w, sw, sizeof sw));
+    if (b && b->n != w->shape[0])
+        return MM_ERR(MM_ERR_ARG, "conv2d: bias %s does not match weight %s", mm_shape_str(b, sx, sizeof sx),
+                      mm_shape_str(w, sw, sizeof sw));
+    if (stride < 1 || padding < 0)
+        return MM_ERR(MM_ERR_ARG, "conv2d: stride %d must be >= 1 and padding %d >= 0", stride, padding);
+    conv_geom *g;
+    MM_CALL(mm_tape_alloc(t, sizeof *g, (void **)&g));
+    g->N = x->shape[0];
+    g->Cin = x->shape[1];
+    g->H = x->shape[2];
+    g->W = x->shape[3];
+    g->Cout = w->shape[0];
+    g->kh = w->shape[2];
+    g->kw = w->shape[3];
+    g->s = stride;
+    g->pad = padding;
+    int64_t hp = g->H + 2 * g->pad - g->kh, wp = g->W + 2 * g->pad - g->kw;
+    if (g->kh < 1 || g->kw < 1 || hp < 0 || wp < 0)
+        return MM_ERR(MM_ERR_ARG, "conv2d: kernel of weight %s does not fit x %s with padding %d",
+                      mm_shape_str(w, sw, sizeof sw), mm_shape_str(x, sx, sizeof sx), padding);
+    g->Ho = hp / g->s + 1;
+    g->Wo = wp / g->s + 1;
+    int64_t P = g->Ho * g->Wo, K = g->Cin * g->kh * g->kw, Cout = g->Cout;
+    int64_t per_image = (K + Cout) * P;
+    g->block = CONV_BLOCK_FLOATS / (per_image ? per_image : 1);
+    if (g->block < 1) g->block = 1;
+    if (g->block > g->N) g->block = g->N > 0 ? g->N : 1;
+
+    mm_tensor *in[3] = {x, w, b};
+    mm_tensor *y;
+    int64_t shape[4] = {g->N, Cout, g->Ho, g->Wo};
+    MM_CALL(mm_tensor_new(t, 4, shape, mm_tape_wants_grad(t, 3, in), &y));
+    float *col, *tmp; /* col [K, B*P], tmp [Cout, B*P] */
+    MM_CALL(mm_tape_alloc(t, (size_t)(K * g->block * P) * sizeof(float), (void **)&col));
+    MM_CALL(mm_tape_alloc(t, (size_t)(Cout * g->block * P) * sizeof(float), (void **)&tmp));
+    int64_t chw = g->Cin * g->H * g->W;
+    for (int64_t n0 = 0; n0 < g->N; n0 += g->block) {
+        int64_t nb = g->N - n0 < g->block ? g->N - n0 : g->block, ld = nb * P;
+        for (int64_t i = 0; i < nb; i++) im2col(g, x->data + (n0 + i) * chw, col, ld, i * P);
+        /* tmp [Cout, nb*P] = W [Cout, K] col [K, nb*P] */
+        mm_sgemm(false, false, Cout, ld, K, 1.0f, w->data, K, col, ld, 0.0f, tmp, ld);
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t o = 0; o < Cout; o++) {
+                float *yo = y->data + ((n0 + i) * Cout + o) * P;
+                const float *src = tmp + o * ld + i * P;
+                float bo = b ? b->data[o] : 0.0f;
+                for (int64_t j = 0; j < P; j++) yo[j] = src[j] + bo;
+            }
+    }
+    MM_CALL(mm_tape_record(t, "conv2d", conv_backward, y, 3, in, g));
+    *out = y;
+    return MM_OK;
+}
+
+/* ---- global average pooling ------------------------------------------------ */
+
+static mm_status gap_backward(mm_node *nd)
+{
+    mm_tensor *x = nd->in[0], *y = nd->out;
+    int64_t NC = y->n, S = NC ? x->n / NC : 0;
+    float inv = S ? 1.0f / (float)S : 0.0f;
+    for (int64_t i = 0; i < NC; i++) {
+        float g = y->grad[i] * inv;
+        float *gx = x->grad + i * S;
+        for (int64_t k = 0; k < S; k++) gx[k] += g;
+    }
+    return MM_OK;
+}
+
+mm_status mm_global_avg_pool(mm_tape *t, mm_tensor *x, mm_tensor **out)
+{
+    if (x->ndim < 3) {
+        char sx[64];
+        return MM_ERR(MM_ERR_ARG, "global_avg_pool: x %s must be [N, C, H, W] or [N, C, L]",
+                      mm_shape_str(x, sx, sizeof sx));
+    }
+    int64_t N = x->shape[0], C = x->shape[1], S = 1;
+    for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
+    if (S == 0) return MM_ERR(MM_ERR_ARG, "global_avg_pool: no spatial positions to average");
+    mm_tensor *y;
+    MM_CALL(mm_tensor_new2(t, N, C, mm_tape_wants_grad(t, 1, &x), &y));
+    for (int64_t i = 0; i < N * C; i++) {
+        const float *xs = x->data + i * S;
+        double s = 0;
+        for (int64_t k = 0; k < S; k++) s += xs[k];
+        y->data[i] = (float)(s / (double)S);
+    }
+    MM_CALL(mm_tape_record(t, "global_avg_pool", gap_backward, y, 1, &x, NULL));
+    *out = y;
+    return MM_OK;
+}

@@ -1,0 +1,266 @@
+/* norm.c: LayerNorm and BatchNorm (nn.h), statistics in double. */
+#include "mmsa/nn.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#define SHAPE_ERR(op, a, b)                                                                     \
+    do {                                                                                        \
+        char sa_[64], sb_[64];                                                                  \
+        return MM_ERR(MM_ERR_ARG, "%s: incompatible shapes %s and %s", op,                      \
+                      mm_shape_str(a, sa_, sizeof sa_), mm_shape_str(b, sb_, sizeof sb_));      \
+    } while (0)
+
+/* ---- LayerNorm --------------------------------------------------------------- */
+
+typedef struct {
+    int64_t rows, cols;
+    double *mean;    /* [rows] */
+    double *invstd;  /* [rows] 1 / sqrt(var + eps) */
+} ln_ctx;
+
+static mm_status ln_backward(mm_node *nd)
+{
+    ln_ctx *c = nd->ctx;
+    mm_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
+    int64_t rows = c->rows, cols = c->cols;
+    double *dg = NULL, *db = NULL; /* [cols] parameter gradients summed over rows */
+    if (gamma && gamma->grad)
+        MM_CALL(mm_tape_calloc(nd->tape, (size_t)cols * sizeof(double), (void **)&dg));
+    if (beta && beta->grad)
+        MM_CALL(mm_tape_calloc(nd->tape, (size_t)cols * sizeof(double), (void **)&db));
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x->data + r * cols, *gy = y->grad + r * cols;
+        double mu = c->mean[r], is = c->invstd[r];
+        double sg = 0, sgx = 0; /* sum of g and of g * xhat, g = dy * gamma */
+        for (int64_t j = 0; j < cols; j++) {
+            double xh = (xr[j] - mu) * is;
+            double g = gy[j] * (gamma ? (double)gamma->data[j] : 1.0);
+            sg += g;
+            sgx += g * xh;
+            if (dg) dg[j] += gy[j] * xh;
+            if (db) db[j] += gy[j];
+        }
+        if (x->grad) {
+            float *gx = x->grad + r * cols;
+            double mg = sg / (double)cols, mgx = sgx / (double)cols;
+            for (int64_t j = 0; j < cols; j++) {
+                double xh = (xr[j] - mu) * is;
+                double g = gy[j] * (gamma ? (double)gamma->data[j] : 1.0);
+                gx[j] += (float)(is * (g - mg - xh * mgx));
+            }
+        }
+    }
+    for (int64_t j = 0; j < cols; j++) {
+        if (dg) gamma->grad[j] += (float)dg[j];
+        if (db) beta->grad[j] += (float)db[j];
+    }
+    return MM_OK;
+}
+
+mm_status mm_layernorm(mm_tape *t, mm_tensor *x, int norm_dims, mm_tensor *gamma,
+                       mm_tensor *beta, float eps, mm_tensor **out)
+{
+    if (norm_dims < 1 || norm_dims > x->ndim) {
+        char sx[64];
+        return MM_ERR(MM_ERR_ARG, "layernorm: norm_dims %d outside 1..%d for x %s", norm_dims,
+                      x->ndim, mm_shape_str(x, sx, sizeof sx));
+    }
+    int64_t cols = 1;
+    for (int d = x->ndim - norm_dims; d < x->ndim; d++) cols *= x->shape[d];
+    int64_t rows = cols ? x->n / cols : 0;
+    if (gamma && gamma->n != cols) SHAPE_ERR("layernorm (x, gamma)", x, gamma);
+    if (beta && beta->n != cols) SHAPE_ERR("layernorm (x, beta)", x, beta);
+    if (!(eps >= 0.0f)) return MM_ERR(MM_ERR_ARG, "layernorm: eps %g must be >= 0", (double)eps);
+
+    mm_tensor *in[3] = {x, gamma, beta};
+    mm_tensor *y;
+    MM_CALL(mm_tensor_new(t, x->ndim, x->shape, mm_tape_wants_grad(t, 3, in), &y));
+    ln_ctx *c;
+    MM_CALL(mm_tape_alloc(t, sizeof *c, (void **)&c));
+    c->rows = rows;
+    c->cols = cols;
+    MM_CALL(mm_tape_alloc(t, (size_t)rows * sizeof(double), (void **)&c->mean));
+    MM_CALL(mm_tape_alloc(t, (size_t)rows * sizeof(double), (void **)&c->invstd));
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x->data + r * cols;
+        float *yr = y->data + r * cols;
+        double s = 0;
+        for (int64_t j = 0; j < cols; j++) s += xr[j];
+        double mu = s / (double)cols, ss = 0;
+        for (int64_t j = 0; j < cols; j++) ss += (xr[j] - mu) * (xr[j] - mu);
+        double is = 1.0 / sqrt(ss / (double)cols + eps);
+        if (!isfinite(is))
+            return MM_ERR(MM_ERR_NUMERIC, "layernorm: row %lld has zero variance and eps = 0",
+                          (long long)r);
+        c->mean[r] = mu;
+        c->invstd[r] = is;
+        for (int64_t j = 0; j < cols; j++) {
+            double v = (xr[j] - mu) * is;
+            if (gamma) v *= gamma->data[j];
+            if (beta) v += beta->data[j];
+            yr[j] = (float)v;
+        }
+    }
+    MM_CALL(mm_tape_record(t, "layernorm", ln_backward, y, 3, in, c));
+    *out = y;
+    return MM_OK;
+}
+
+/* ---- BatchNorm --------------------------------------------------------------- */
+
+typedef struct {
+    int64_t N, C, S;   /* x viewed as [N, C, S] */
+    double n;          /* values per channel in the (global) batch */
+    bool training;     /* batch statistics (backward through them) or running ones */
+    double *mean;      /* [C] */
+    double *invstd;    /* [C] */
+} bn_ctx;
+
+/* Sum buf[0..n) across the ranks of the batch, if the tape has a hook. */
+static mm_status bn_allreduce(mm_tape *t, double *buf, int64_t n)
+{
+    if (!t->allreduce) return MM_OK;
+    if (n > INT_MAX) return MM_ERR(MM_ERR_RANGE, "batchnorm: %lld channels exceed an MPI count", (long long)n);
+    MM_CALL(t->allreduce(t->allreduce_ctx, buf, (int)n));
+    return MM_OK;
+}
+
+static mm_status bn_backward(mm_node *nd)
+{
+    bn_ctx *c = nd->ctx;
+    mm_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
+    int64_t N = c->N, C = c->C, S = c->S;
+    /* sums[0..C): sum of dy per channel; sums[C..2C): sum of dy * xhat (local part). */
+    double *sums;
+    MM_CALL(mm_tape_calloc(nd->tape, (size_t)(2 * C) * sizeof(double), (void **)&sums));
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t ch = 0; ch < C; ch++) {
+            const float *xs = x->data + (i * C + ch) * S, *gy = y->grad + (i * C + ch) * S;
+            double mu = c->mean[ch], is = c->invstd[ch], sd = 0, sdx = 0;
+            for (int64_t k = 0; k < S; k++) {
+                sd += gy[k];
+                sdx += gy[k] * ((xs[k] - mu) * is);
+            }
+            sums[ch] += sd;
+            sums[C + ch] += sdx;
+        }
+    /* Parameter gradients are this rank's share; the gradient allreduce adds the rest. */
+    for (int64_t ch = 0; ch < C; ch++) {
+        if (gamma && gamma->grad) gamma->grad[ch] += (float)sums[C + ch];
+        if (beta && beta->grad) beta->grad[ch] += (float)sums[ch];
+    }
+    if (!x->grad) return MM_OK;
+    if (c->training) MM_CALL(bn_allreduce(nd->tape, sums, 2 * C));
+    for (int64_t ch = 0; ch < C; ch++) {
+        double is = c->invstd[ch], mu = c->mean[ch];
+        double scale = is * (gamma ? (double)gamma->data[ch] : 1.0);
+        double md = sums[ch] / c->n, mdx = sums[C + ch] / c->n;
+        for (int64_t i = 0; i < N; i++) {
+            const float *xs = x->data + (i * C + ch) * S, *gy = y->grad + (i * C + ch) * S;
+            float *gx = x->grad + (i * C + ch) * S;
+            if (c->training) {
+                /* d/dx of (x - mu) * invstd through mu and var of the whole batch */
+                for (int64_t k = 0; k < S; k++) {
+                    double xh = (xs[k] - mu) * is;
+                    gx[k] += (float)(scale * (gy[k] - md - xh * mdx));
+                }
+            } else {
+                for (int64_t k = 0; k < S; k++) gx[k] += (float)(scale * gy[k]);
+            }
+        }
+    }
+    return MM_OK;
+}
+
+mm_status mm_batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *beta,
+                       float *running_mean, float *running_var, float momentum, float eps,
+                       mm_tensor **out)
+{
+    if (x->ndim < 2) {
+        char sx[64];
+        return MM_ERR(MM_ERR_ARG, "batchnorm: x %s needs [N, C, ...]", mm_shape_str(x, sx, sizeof sx));
+    }
+    int64_t N = x->shape[0], C = x->shape[1], S = 1;
+    for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
+    if (gamma && gamma->n != C) SHAPE_ERR("batchnorm (x, gamma)", x, gamma);
+    if (beta && beta->n != C) SHAPE_ERR("batchnorm (x, beta)", x, beta);
+    if (!(eps > 0.0f)) return MM_ERR(MM_ERR_ARG, "batchnorm: eps %g must be > 0", (double)eps);
+    if (!t->training && (!running_mean || !running_var))
+        return MM_ERR(MM_ERR_ARG, "batchnorm: eval mode needs running_mean and running_var");
+
+    mm_tensor *in[3] = {x, gamma, beta};
+    mm_tensor *y;
+    MM_CALL(mm_tensor_new(t, x->ndim, x->shape, mm_tape_wants_grad(t, 3, in), &y));
+    bn_ctx *c;
+    MM_CALL(mm_tape_alloc(t, sizeof *c, (void **)&c));
+    c->N = N;
+    c->C = C;
+    c->S = S;
+    c->training = t->training;
+    MM_CALL(mm_tape_alloc(t, (size_t)C * sizeof(double), (void **)&c->mean));
+    MM_CALL(mm_tape_alloc(t, (size_t)C * sizeof(double), (void **)&c->invstd));
+
+    if (t->training) {
+        /* Pass 1: per-channel sums and the count -> global mean. buf [C + 1]. */
+        double *buf;
+        MM_CALL(mm_tape_calloc(t, (size_t)(C + 1) * sizeof(double), (void **)&buf));
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t ch = 0; ch < C; ch++) {
+                const float *xs = x->data + (i * C + ch) * S;
+                double s = 0;
+                for (int64_t k = 0; k < S; k++) s += xs[k];
+                buf[ch] += s;
+            }
+        buf[C] = (double)N * (double)S;
+        MM_CALL(bn_allreduce(t, buf, C + 1));
+        double n = buf[C];
+        if (n < 2.0)
+            return MM_ERR(MM_ERR_ARG,
+                          "batchnorm: training needs more than one value per channel, the batch has %.0f",
+                          n);
+        c->n = n;
+        for (int64_t ch = 0; ch < C; ch++) c->mean[ch] = buf[ch] / n;
+        /* Pass 2: sum of squared deviations from the global mean -> biased variance. */
+        memset(buf, 0, (size_t)C * sizeof(double));
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t ch = 0; ch < C; ch++) {
+                const float *xs = x->data + (i * C + ch) * S;
+                double mu = c->mean[ch], s = 0;
+                for (int64_t k = 0; k < S; k++) s += (xs[k] - mu) * (xs[k] - mu);
+                buf[ch] += s;
+            }
+        MM_CALL(bn_allreduce(t, buf, C));
+        for (int64_t ch = 0; ch < C; ch++) {
+            double var = buf[ch] / n;
+            c->invstd[ch] = 1.0 / sqrt(var + eps);
+            if (running_mean && running_var) {
+                running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * c->mean[ch]);
+                running_var[ch] =
+                    (float)((1.0 - momentum) * running_var[ch] + momentum * var * n / (n - 1.0));
+            }
+        }
+    } else {
+        c->n = (double)N * (double)S;
+        for (int64_t ch = 0; ch < C; ch++) {
+            if (!(running_var[ch] + eps > 0.0f))
+                return MM_ERR(MM_ERR_NUMERIC, "batchnorm: running_var[%lld] = %g is not usable",
+                              (long long)ch, (double)running_var[ch]);
+            c->mean[ch] = running_mean[ch];
+            c->invstd[ch] = 1.0 / sqrt((double)running_var[ch] + eps);
+        }
+    }
+
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t ch = 0; ch < C; ch++) {
+            const float *xs = x->data + (i * C + ch) * S;
+            float *ys = y->data + (i * C + ch) * S;
+            double mu = c->mean[ch], is = c->invstd[ch];
+            double g = gamma ? gamma->data[ch] : 1.0, b = beta ? beta->data[ch] : 0.0;
+            for (int64_t k = 0; k < S; k++) ys[k] = (float)((xs[k] - mu) * is * g + b);
+        }
+    MM_CALL(mm_tape_record(t, "batchnorm", bn_backward, y, 3, in, c));
+    *out = y;
+    return MM_OK;
+}
