@@ -6,7 +6,7 @@ BUILD   ?= build
 BIN     ?= bin
 CC      := mpicc
 CXX     := mpicxx
-PKGS    := hdf5-openmpi yaml-0.1 openbabel-3
+PKGS    := hdf5-openmpi yaml-0.1 openbabel-3 cairo
 SAN     ?= 0
 OPT     ?= -O2
 
@@ -17,7 +17,7 @@ WARN     := -Wall -Wextra -Werror
 CPPFLAGS := -Iinclude -D_GNU_SOURCE $(PKG_CFLAGS)
 CFLAGS   := -std=c11 $(OPT) -g $(WARN) -fno-strict-aliasing
 CXXFLAGS := -std=c++17 $(OPT) -g $(WARN) -Wno-deprecated-declarations
-LDLIBS   := $(PKG_LIBS) -lblis -lscalapack-openmpi -lstdc++ -lm
+LDLIBS   := $(PKG_LIBS) -lblis -lscalapack-openmpi -lz -lstdc++ -lm
 ifeq ($(SAN),1)
   SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   CFLAGS   += $(SANFLAGS)
