@@ -1,0 +1,133 @@
+/* encoders.c: the four modality encoders (golden README 5.2-5.5). Each maps the
+ * rank's molecules to z [n, embed_dim]. */
+#include <string.h>
+
+#include "mmsa/index_ops.h"
+#include "mmsa/model.h"
+#include "mmsa/nn.h"
+#include "mmsa/ops.h"
+#include "mmsa/rng.h"
+
+mm_status mm_model_param(mm_model *m, mm_tape *t, int i, mm_tensor **out);
+mm_status mm_model_linear(mm_model *m, mm_tape *t, mm_tensor *x, mm_lin_ix l, mm_tensor **out);
+
+mm_status mm_model_param(mm_model *m, mm_tape *t, int i, mm_tensor **out)
+{
+    MM_CALL(mm_params_tensor(&m->params, t, i, out));
+    return MM_OK;
+}
+
+mm_status mm_model_linear(mm_model *m, mm_tape *t, mm_tensor *x, mm_lin_ix l, mm_tensor **out)
+{
+    mm_tensor *w, *b = NULL;
+    MM_CALL(mm_model_param(m, t, l.w, &w));
+    if (l.b >= 0) MM_CALL(mm_model_param(m, t, l.b, &b));
+    MM_CALL(mm_linear(t, x, w, b, out));
+    return MM_OK;
+}
+
+/* ---- graph: GIN with edge features, BatchNorm, mean pooling ------------------------ */
+
+mm_status mm_encode_graph(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t step, mm_tensor **z)
+{
+    const mm_model_config *c = &m->cfg;
+    int64_t atom_off[9], bond_off[3], total;
+    MM_CALL(mm_embedding_offsets(mm_atom_vocab, 9, atom_off, &total));
+    MM_CALL(mm_embedding_offsets(mm_gin_bond_vocab, 3, bond_off, &total));
+    mm_tensor *table, *h;
+    MM_CALL(mm_model_param(m, t, m->gin.atom_emb, &table));
+    MM_CALL(mm_embedding_multi_u8(t, table, b->ms->atom_feat, b->n_atoms, 9, atom_off, &h)); /* [A, H] */
+    for (int l = 0; l < c->gin_layers; l++) {
+        mm_tensor *bt, *e, *hs, *msg, *agg, *y1, *a1, *y2, *gamma, *beta, *yn;
+        MM_CALL(mm_model_param(m, t, m->gin.bond_emb[l], &bt));
+        MM_CALL(mm_embedding_multi(t, bt, b->edge_feat, b->n_edges, 3, bond_off, &e));  /* [E, H] */
+        MM_CALL(mm_gather_rows(t, h, b->edge_src, b->n_edges, &hs));                      /* [E, H] */
+        MM_CALL(mm_add(t, hs, e, &msg));
+        MM_CALL(mm_scatter_add_rows(t, msg, b->edge_dst, b->n_edges, b->n_atoms, &agg));  /* [A, H] */
+        MM_CALL(mm_model_linear(m, t, agg, m->gin.mlp0[l], &y1));                         /* [A, 2H] */
+        MM_CALL(mm_relu(t, y1, &a1));
+        MM_CALL(mm_model_linear(m, t, a1, m->gin.mlp2[l], &y2));                          /* [A, H] */
+        MM_CALL(mm_model_param(m, t, m->gin.bn_w[l], &gamma));
+        MM_CALL(mm_model_param(m, t, m->gin.bn_b[l], &beta));
+        MM_CALL(mm_batchnorm(t, y2, gamma, beta, m->gin.bn_mean[l], m->gin.bn_var[l], c->bn_momentum, c->bn_eps, &yn));
+        if (l < c->gin_layers - 1) MM_CALL(mm_relu(t, yn, &yn));
+        MM_CALL(mm_dropout(t, yn, c->gin_dropout, 0, MM_STREAM_DROPOUT + step * 64 + (uint64_t)l, b->atom_row0, &h));
+    }
+    mm_tensor *g;
+    MM_CALL(mm_segment_mean(t, h, b->ms->atom_offset, b->n, &g));                          /* [n, H] */
+    MM_CALL(mm_model_linear(m, t, g, m->gin.out, z));
+    return MM_OK;
+}
+
+/* ---- conformer: SchNet-style continuous-filter convolutions ------------------------- */
+
+mm_status mm_encode_conformer(mm_model *m, mm_tape *t, const mm_batch *b, mm_tensor **z)
+{
+    const mm_model_config *c = &m->cfg;
+    mm_tensor *table, *h, *rbf, *fcut;
+    int64_t off0 = 0;
+    MM_CALL(mm_model_param(m, t, m->schnet.emb, &table));
+    /* the atom-type row is the OGB atomic-number index, column 0 of atom_feat */
+    int32_t *z_idx;
+    MM_CALL(mm_tape_alloc(t, (size_t)(b->n_atoms ? b->n_atoms : 1) * sizeof(int32_t), (void **)&z_idx));
+    for (int64_t a = 0; a < b->n_atoms; a++) z_idx[a] = b->ms->atom_feat[9 * a];
+    MM_CALL(mm_embedding_multi(t, table, z_idx, b->n_atoms, 1, &off0, &h));                /* [A, Hs] */
+    MM_CALL(mm_tensor_wrap(t, b->rbf, NULL, 2, (int64_t[]){b->n_pairs, c->schnet_n_rbf}, &rbf));
+    MM_CALL(mm_tensor_wrap(t, b->fcut, NULL, 1, (int64_t[]){b->n_pairs}, &fcut));
+    for (int k = 0; k < c->schnet_interactions; k++) {
+        mm_tensor *f1, *f1a, *w, *x, *xq, *msg, *agg, *v1, *v1a, *v;
+        MM_CALL(mm_model_linear(m, t, rbf, m->schnet.filter0[k], &f1));                     /* [P, F] */
+        MM_CALL(mm_ssp(t, f1, &f1a));
+        MM_CALL(mm_model_linear(m, t, f1a, m->schnet.filter2[k], &w));
+        MM_CALL(mm_row_scale(t, w, fcut, &w));                                                /* * fcut */
+        MM_CALL(mm_model_linear(m, t, h, m->schnet.lin1[k], &x));                            /* [A, F] */
+        MM_CALL(mm_gather_rows(t, x, b->pair_q, b->n_pairs, &xq));
+        MM_CALL(mm_mul(t, xq, w, &msg));
+        MM_CALL(mm_scatter_add_rows(t, msg, b->pair_p, b->n_pairs, b->n_atoms, &agg));        /* [A, F] */
+        MM_CALL(mm_model_linear(m, t, agg, m->schnet.lin2[k], &v1));                         /* [A, Hs] */
+        MM_CALL(mm_ssp(t, v1, &v1a));
+        MM_CALL(mm_model_linear(m, t, v1a, m->schnet.lin[k], &v));
+        MM_CALL(mm_add(t, h, v, &h));                                                         /* residual */
+    }
+    mm_tensor *pooled;
+    MM_CALL(mm_segment_sum(t, h, b->ms->atom_offset, b->n, &pooled));                       /* [n, Hs] */
+    MM_CALL(mm_model_linear(m, t, pooled, m->schnet.out, z));
+    return MM_OK;
+}
+
+/* ---- image: stride-2 conv + BatchNorm2d + ReLU stages, global average pool ---------- */
+
+mm_status mm_encode_image(mm_model *m, mm_tape *t, const mm_batch *b, mm_tensor **z)
+{
+    const mm_model_config *c = &m->cfg;
+    mm_tensor *x;
+    MM_CALL(mm_tensor_wrap(t, b->image, NULL, 4, (int64_t[]){b->n, 3, c->image_size, c->image_size}, &x));
+    for (int s = 0; s < c->n_cnn_channels; s++) {
+        mm_tensor *w, *gamma, *beta, *y, *yn;
+        MM_CALL(mm_model_param(m, t, m->cnn.conv[s], &w));
+        MM_CALL(mm_conv2d(t, x, w, NULL, 2, 1, &y));
+        MM_CALL(mm_model_param(m, t, m->cnn.bn_w[s], &gamma));
+        MM_CALL(mm_model_param(m, t, m->cnn.bn_b[s], &beta));
+        MM_CALL(mm_batchnorm(t, y, gamma, beta, m->cnn.bn_mean[s], m->cnn.bn_var[s], c->bn_momentum, c->bn_eps, &yn));
+        MM_CALL(mm_relu(t, yn, &x));
+    }
+    mm_tensor *pooled;
+    MM_CALL(mm_global_avg_pool(t, x, &pooled));
+    MM_CALL(mm_model_linear(m, t, pooled, m->cnn.out, z));
+    return MM_OK;
+}
+
+/* ---- fingerprint: sparse first layer (sum of the set bits' rows) ------------------- */
+
+mm_status mm_encode_fingerprint(mm_model *m, mm_tape *t, const mm_batch *b, mm_tensor **z)
+{
+    mm_tensor *bag, *bias, *h, *hb, *ha;
+    MM_CALL(mm_model_param(m, t, m->fp.bag, &bag));
+    MM_CALL(mm_model_param(m, t, m->fp.bias, &bias));
+    mm_csr s = {b->n, m->cfg.fp_bits, b->fp_ptr, b->fp_col, NULL};
+    MM_CALL(mm_csr_matmul(t, &s, bag, &h));                                                  /* [n, Hf] */
+    MM_CALL(mm_bias_add(t, h, bias, &hb));
+    MM_CALL(mm_relu(t, hb, &ha));
+    MM_CALL(mm_model_linear(m, t, ha, m->fp.out, z));
+    return MM_OK;
+}
