@@ -142,6 +142,16 @@ mm_status mm_encode_fingerprint(mm_model *m, mm_tape *t, const mm_batch *b, mm_t
  * Needs no communication except BatchNorm's statistics in training mode. */
 mm_status mm_model_embed(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t step, mm_step_out *o);
 
+/* Called for each chunk of molecules embedded by mm_model_embed_dataset: rows
+ * [first, first + n) of the range (0-based within it), with the chunk's outputs. */
+typedef mm_status (*mm_embed_fn)(void *ctx, int64_t first, int64_t n, const mm_step_out *o, const mm_batch *b);
+/* Embed molecules [start, end) of ds in eval mode (running BatchNorm statistics, no
+ * dropout, no gradients): each rank takes a contiguous block, in chunks of `chunk`,
+ * reading only its rows into `scratch`. Collective over d (ds opened on d's
+ * communicator, or on MPI_COMM_SELF with d of one rank). */
+mm_status mm_model_embed_dataset(mm_model *m, mm_tape *t, mm_dataset *ds, mm_molset *scratch, unsigned modalities,
+                                 mm_dist *d, int64_t start, int64_t end, int64_t chunk, mm_embed_fn fn, void *ctx);
+
 /* Forward of the whole MMSA objective on the global batch. After it, the caller runs
  * mm_tape_backward(t, out->loss_local) and sums the parameter gradients over ranks.
  * The memory bank is read, not updated (see mm_bank_update). `step` seeds dropout. */
