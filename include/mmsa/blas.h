@@ -18,4 +18,9 @@ void mm_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
               float *c, int64_t ldc);
 
+/* Floating-point operations done by mm_sgemm calls so far in this process (2 m n k
+ * each), for achieved-GFLOP/s figures. */
+double mm_blas_flops(void);
+void mm_blas_flops_reset(void);
+
 #endif

@@ -37,6 +37,13 @@ extern const char *const mm_modality_names[MM_N_MODS]; /* graph, conformer, imag
 extern const int32_t mm_atom_vocab[9];
 extern const int32_t mm_gin_bond_vocab[3];
 
+/* Profiling scopes of a training step (tape.h mm_tape_scope), for bench_train. */
+enum {
+    MM_SCOPE_OTHER = 0, MM_SCOPE_DATA, MM_SCOPE_GIN, MM_SCOPE_SCHNET, MM_SCOPE_CNN, MM_SCOPE_FP, MM_SCOPE_HEADS,
+    MM_SCOPE_COMM, MM_SCOPE_KNN, MM_SCOPE_HGNN, MM_SCOPE_BANK, MM_SCOPE_LOSS, MM_SCOPE_OPTIM, MM_N_SCOPES
+};
+extern const char *const mm_scope_names[MM_N_SCOPES];
+
 #define MM_MAX_GIN_LAYERS 64
 #define MM_MAX_SCHNET_BLOCKS 32
 #define MM_MAX_CNN_STAGES MM_CFG_LIST_MAX

@@ -41,6 +41,7 @@ struct mm_node {
     void *ctx;                    /* op-specific saved state, in the arena */
     mm_tape *tape;
     mm_node *prev;
+    int scope;                    /* profiling scope the op was recorded in */
 };
 
 /* Sums `n` doubles across the ranks that share a batch, in place (used by
@@ -55,7 +56,17 @@ struct mm_tape {
     bool training;                /* dropout active, BatchNorm uses batch statistics */
     mm_allreduce_fn allreduce;    /* hook for normalisation statistics */
     void *allreduce_ctx;
+    /* Profiling (off when prof == NULL): wall seconds per scope, forward time between
+     * scope switches in prof[scope], backward time of the ops recorded in a scope in
+     * prof[MM_PROF_SCOPES + scope]. */
+    int scope;
+    double *prof;                 /* [2 * MM_PROF_SCOPES], caller-owned */
+    double prof_t0;
 };
+
+#define MM_PROF_SCOPES 16
+/* Switch the current profiling scope (charges the elapsed forward time to the old one). */
+void mm_tape_scope(mm_tape *t, int scope);
 
 mm_status mm_tape_init(mm_tape *t, size_t arena_bytes);
 /* Drop every tensor and node of the step; memory is kept for the next step. */

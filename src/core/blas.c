@@ -3,6 +3,11 @@
 
 #include <blis.h>
 
+static double flops;
+
+double mm_blas_flops(void) { return flops; }
+void mm_blas_flops_reset(void) { flops = 0; }
+
 void mm_sgemm_ex(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                  float *c, int64_t ldc, int nthreads)
@@ -14,6 +19,7 @@ void mm_sgemm_ex(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
+    flops += 2.0 * (double)m * (double)n * (double)k;
     rntm_t rntm = BLIS_RNTM_INITIALIZER;
     bli_rntm_set_num_threads(nthreads > 0 ? nthreads : 1, &rntm);
     bli_sgemm_ex(ta ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, tb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,

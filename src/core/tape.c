@@ -3,6 +3,25 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void mm_tape_scope(mm_tape *t, int scope)
+{
+    if (scope < 0 || scope >= MM_PROF_SCOPES) scope = 0;
+    if (t->prof) {
+        double now = wall();
+        t->prof[t->scope] += now - t->prof_t0;
+        t->prof_t0 = now;
+    }
+    t->scope = scope;
+}
 
 mm_status mm_tape_init(mm_tape *t, size_t arena_bytes)
 {
@@ -18,6 +37,8 @@ mm_status mm_tape_reset(mm_tape *t)
     t->last = NULL;
     t->n_nodes = 0;
     MM_CALL(mm_arena_reset(&t->arena));
+    t->scope = 0;
+    if (t->prof) t->prof_t0 = wall();
     return MM_OK;
 }
 
@@ -143,6 +164,7 @@ mm_status mm_tape_record(mm_tape *t, const char *op, mm_backward_fn backward, mm
     for (int i = 0; i < n_in; i++) nd->in[i] = in[i];
     nd->ctx = ctx;
     nd->tape = t;
+    nd->scope = t->scope;
     nd->prev = t->last;
     t->last = nd;
     t->n_nodes++;
@@ -162,13 +184,18 @@ mm_status mm_tape_backward(mm_tape *t, mm_tensor *loss)
 
 mm_status mm_tape_run_backward(mm_tape *t)
 {
+    /* the backward's time is charged per op below, not to the current forward scope */
+    if (t->prof) mm_tape_scope(t, t->scope);
     for (mm_node *nd = t->last; nd; nd = nd->prev) {
+        double t0 = t->prof ? wall() : 0;
         mm_status s = nd->backward(nd);
+        if (t->prof) t->prof[MM_PROF_SCOPES + nd->scope] += wall() - t0;
         if (s != MM_OK) {
             mm_error_push(__FILE__, __LINE__, nd->op);
             return s;
         }
     }
+    if (t->prof) t->prof_t0 = wall();
     return MM_OK;
 }
 

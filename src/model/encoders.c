@@ -31,6 +31,7 @@ mm_status mm_model_linear(mm_model *m, mm_tape *t, mm_tensor *x, mm_lin_ix l, mm
 mm_status mm_encode_graph(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t step, mm_tensor **z)
 {
     const mm_model_config *c = &m->cfg;
+    mm_tape_scope(t, MM_SCOPE_GIN);
     int64_t atom_off[9], bond_off[3], total;
     MM_CALL(mm_embedding_offsets(mm_atom_vocab, 9, atom_off, &total));
     MM_CALL(mm_embedding_offsets(mm_gin_bond_vocab, 3, bond_off, &total));
@@ -64,6 +65,7 @@ mm_status mm_encode_graph(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t s
 mm_status mm_encode_conformer(mm_model *m, mm_tape *t, const mm_batch *b, mm_tensor **z)
 {
     const mm_model_config *c = &m->cfg;
+    mm_tape_scope(t, MM_SCOPE_SCHNET);
     mm_tensor *table, *h, *rbf, *fcut;
     int64_t off0 = 0;
     MM_CALL(mm_model_param(m, t, m->schnet.emb, &table));
@@ -100,6 +102,7 @@ mm_status mm_encode_conformer(mm_model *m, mm_tape *t, const mm_batch *b, mm_ten
 mm_status mm_encode_image(mm_model *m, mm_tape *t, const mm_batch *b, mm_tensor **z)
 {
     const mm_model_config *c = &m->cfg;
+    mm_tape_scope(t, MM_SCOPE_CNN);
     mm_tensor *x;
     MM_CALL(mm_tensor_wrap(t, b->image, NULL, 4, (int64_t[]){b->n, 3, c->image_size, c->image_size}, &x));
     for (int s = 0; s < c->n_cnn_channels; s++) {
@@ -121,6 +124,7 @@ mm_status mm_encode_image(mm_model *m, mm_tape *t, const mm_batch *b, mm_tensor 
 
 mm_status mm_encode_fingerprint(mm_model *m, mm_tape *t, const mm_batch *b, mm_tensor **z)
 {
+    mm_tape_scope(t, MM_SCOPE_FP);
     mm_tensor *bag, *bias, *h, *hb, *ha;
     MM_CALL(mm_model_param(m, t, m->fp.bag, &bag));
     MM_CALL(mm_model_param(m, t, m->fp.bias, &bias));

@@ -80,6 +80,7 @@ mm_status mm_model_embed(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t st
             if (!zero) MM_CALL(mm_tensor_zeros(t, 2, (int64_t[]){n, E}, false, &zero));
             o->z[k] = zero;
         }
+    mm_tape_scope(t, MM_SCOPE_HEADS);
     for (int k = 0; k < MM_N_MODS; k++)
         if (on[k]) MM_CALL(project(m, t, k, o->z[k], &o->p[k]));
 
@@ -125,8 +126,10 @@ mm_status mm_model_forward(mm_model *m, mm_tape *t, mm_dist *d, mm_memory_bank *
 
     /* 1. projections gathered; L_align over the global batch (replicated) */
     mm_tensor *P[MM_N_MODS] = {0}, *l_align = NULL;
+    mm_tape_scope(t, MM_SCOPE_COMM);
     for (int k = 0; k < MM_N_MODS; k++)
         if (o->p[k]) MM_CALL(mm_dist_allgather_rows(t, d, o->p[k], b->counts, &P[k]));
+    mm_tape_scope(t, MM_SCOPE_LOSS);
     for (int k = 1; k < MM_N_MODS; k++) {
         if (!P[k]) continue;
         mm_tensor *term;
@@ -139,9 +142,11 @@ mm_status mm_model_forward(mm_model *m, mm_tape *t, mm_dist *d, mm_memory_bank *
     /* 2. decoder and L_rec: mean over present (molecule, modality) pairs of the global
      * batch; each rank adds its molecules' share (targets not detached). */
     mm_tensor *r1, *r1a, *l_rec = NULL;
+    mm_tape_scope(t, MM_SCOPE_HEADS);
     MM_CALL(mm_model_linear(m, t, u, m->dec0, &r1));
     MM_CALL(mm_relu(t, r1, &r1a));
     MM_CALL(mm_model_linear(m, t, r1a, m->dec2, &o->rec));
+    mm_tape_scope(t, MM_SCOPE_LOSS);
     int64_t pairs_global = 0;
     for (int k = 0; k < MM_N_MODS; k++) pairs_global += b->present_global[k];
     uint8_t *col;
@@ -159,12 +164,15 @@ mm_status mm_model_forward(mm_model *m, mm_tape *t, mm_dist *d, mm_memory_bank *
         MM_CALL(add_weighted(t, &l_rec, err, w));
     }
     o->l_rec = rec_local;
+    mm_tape_scope(t, MM_SCOPE_COMM);
     MM_CALL(mm_dist_allreduce_double(d, &o->l_rec, 1));
 
     /* 3. kNN hypergraph and HGNN over the gathered unified embeddings */
     MM_CALL(mm_dist_allgather_rows(t, d, u, b->counts, &o->u));
     int64_t N = b->n_global;
+    mm_tape_scope(t, MM_SCOPE_KNN);
     MM_CALL(mm_hypergraph_build(t, o->u->data, N, E, L->knn_k, &o->hg));
+    mm_tape_scope(t, MM_SCOPE_HGNN);
     mm_tensor *y1, *g1, *y2;
     MM_CALL(mm_model_linear(m, t, o->u, m->hg1, &y1));
     MM_CALL(mm_hypergraph_propagate(t, o->hg, y1, &g1));
@@ -174,16 +182,19 @@ mm_status mm_model_forward(mm_model *m, mm_tape *t, mm_dist *d, mm_memory_bank *
 
     /* 4. L_hg = InfoNCE(normalised u, normalised s); L_mem over the whole bank */
     mm_tensor *uh, *sh, *l_hg, *l_mem;
+    mm_tape_scope(t, MM_SCOPE_LOSS);
     MM_CALL(mm_l2_normalize(t, o->u, 1e-12f, &uh));
     MM_CALL(mm_l2_normalize(t, o->s, 1e-12f, &sh));
     MM_CALL(mm_info_nce(t, uh, sh, L->tau_hg, &l_hg));
     o->l_hg = l_hg->data[0];
+    mm_tape_scope(t, MM_SCOPE_BANK);
     MM_CALL(mm_tape_alloc(t, (size_t)N * sizeof(int64_t), (void **)&o->assign));
     MM_CALL(mm_bank_loss(bank, t, sh, o->assign, &l_mem));
     o->l_mem = l_mem->data[0];
 
     /* 5. this rank's part of the objective: replicated terms count on rank 0 only;
      * the bank's loss is already split by anchor owner; L_rec by molecule owner. */
+    mm_tape_scope(t, MM_SCOPE_LOSS);
     mm_tensor *total = NULL;
     if (l_align) {
         mm_tensor *r;

@@ -9,6 +9,9 @@
 #include "mmsa/nn.h"
 
 const char *const mm_modality_names[MM_N_MODS] = {"graph", "conformer", "image", "fingerprint"};
+const char *const mm_scope_names[MM_N_SCOPES] = {"other", "data", "graph encoder (GIN)", "conformer encoder (SchNet)",
+                                                 "image encoder (CNN)", "fingerprint encoder", "heads, fusion, decoder",
+                                                 "communication", "kNN", "HGNN", "memory bank", "losses", "optimiser"};
 
 /* Atom features: 9 OGB vocabularies; bond features in GIN: type has a 6th value, the
  * self loop. */

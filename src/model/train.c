@@ -217,10 +217,11 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     int64_t B = tr->job.train.batch_size, start, count;
     MM_CALL(mm_trainer_batch_indices(tr, tr->step, tr->batch_idx));
     mm_dist_block(B, d->size, d->rank, &start, &count);
-    MM_CALL(mm_dataset_read_indices(tr->ds, tr->batch_idx + start, count, tr->modalities, &tr->ms));
-
     mm_tape *t = &tr->tape;
     MM_CALL(mm_tape_reset(t));
+    mm_tape_scope(t, MM_SCOPE_DATA);
+    MM_CALL(mm_dataset_read_indices(tr->ds, tr->batch_idx + start, count, tr->modalities, &tr->ms));
+
     t->grad_enabled = true;
     t->training = true;
     mm_batch *b;
@@ -243,7 +244,9 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
                       "are untouched",
                       (long long)tr->step, o.total, o.l_align, o.l_rec, o.l_hg, o.l_mem);
     MM_CALL(mm_tape_backward(t, o.loss_local));
+    mm_tape_scope(t, MM_SCOPE_COMM);
     MM_CALL(mm_dist_allreduce_float(d, tr->model.params.grad, tr->model.params.total));
+    mm_tape_scope(t, MM_SCOPE_OPTIM);
     double norm = 0;
     mm_status st = mm_clip_grad_norm(&tr->model.params, tr->job.train.grad_clip, &norm);
     if (st == MM_ERR_NUMERIC) {
@@ -261,7 +264,9 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     float *sh;
     MM_CALL(mm_tape_alloc(t, (size_t)(N * E) * sizeof(float), (void **)&sh));
     normalise_rows(o.s->data, N, E, sh);
+    mm_tape_scope(t, MM_SCOPE_BANK);
     MM_CALL(mm_bank_update(&tr->bank, sh, o.assign, N, &rep->bank));
+    mm_tape_scope(t, MM_SCOPE_OTHER);
     tr->step++;
     rep->seconds = now() - t0;
     return MM_OK;
