@@ -15,10 +15,32 @@
 #include "mmsa/error.h"
 #include "mmsa/tensor.h"
 
+/* What the traffic of a collective is for, so a step can report its bytes by kind. */
+typedef enum {
+    MM_COMM_GRAD = 0,        /* gradient allreduce (bucketed) */
+    MM_COMM_GATHER,          /* allgather of embeddings / projections (forward) */
+    MM_COMM_REDUCE_SCATTER,  /* their gradients routed back to the owners (backward) */
+    MM_COMM_NORM,            /* BatchNorm statistics */
+    MM_COMM_BANK,            /* memory bank: nearest anchor and sharded softmax */
+    MM_COMM_OTHER,           /* scalars, masks, agreement flags */
+    MM_COMM_KINDS
+} mm_comm_kind;
+extern const char *const mm_comm_kind_names[MM_COMM_KINDS];
+
 typedef struct mm_dist {
     MPI_Comm comm;
     int rank, size;
+    double bytes[MM_COMM_KINDS];   /* payload bytes of the collectives this rank took part in */
+    int64_t calls[MM_COMM_KINDS];
 } mm_dist;
+
+/* Account one collective of `bytes` payload (the size of the reduced or gathered data). */
+static inline void mm_dist_account(mm_dist *d, mm_comm_kind k, double bytes)
+{
+    d->bytes[k] += bytes;
+    d->calls[k]++;
+}
+void mm_dist_reset_counters(mm_dist *d);
 
 mm_status mm_dist_init(mm_dist *d, MPI_Comm parent);
 void mm_dist_destroy(mm_dist *d);

@@ -42,6 +42,7 @@ struct mm_node {
     mm_tape *tape;
     mm_node *prev;
     int scope;                    /* profiling scope the op was recorded in */
+    int64_t seq;                  /* position on the tape: 0 for the first op of the step */
 };
 
 /* Sums `n` doubles across the ranks that share a batch, in place (used by
@@ -62,6 +63,10 @@ struct mm_tape {
     int scope;
     double *prof;                 /* [2 * MM_PROF_SCOPES], caller-owned */
     double prof_t0;
+    /* Called after each op's backward (NULL = none): lets gradient buckets whose
+     * parameters are final start their allreduce while the backward goes on. */
+    mm_status (*node_done)(void *ctx, mm_node *nd);
+    void *node_done_ctx;
 };
 
 #define MM_PROF_SCOPES 16

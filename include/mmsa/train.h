@@ -17,6 +17,7 @@
 
 #include "mmsa/dataset.h"
 #include "mmsa/dist.h"
+#include "mmsa/grad_sync.h"
 #include "mmsa/job.h"
 #include "mmsa/memory_bank.h"
 #include "mmsa/model.h"
@@ -30,6 +31,7 @@ typedef struct mm_step_report {
     double loss, l_align, l_align_mod[MM_N_MODS], l_rec, l_hg, l_mem, grad_norm;
     mm_bank_stats bank;
     double seconds;          /* wall time of the step on this rank */
+    double comm_bytes[MM_COMM_KINDS]; /* payload bytes of this rank's collectives in the step */
 } mm_step_report;
 
 typedef struct mm_trainer {
@@ -40,6 +42,7 @@ typedef struct mm_trainer {
     mm_optimizer opt;
     mm_memory_bank bank;
     mm_tape tape;
+    mm_grad_sync gsync;         /* bucketed gradient allreduce */
     mm_molset ms;               /* this rank's molecules of the current step */
     unsigned modalities;        /* read from the file */
     int64_t n_molecules, n_train;

@@ -165,6 +165,7 @@ mm_status mm_tape_record(mm_tape *t, const char *op, mm_backward_fn backward, mm
     nd->ctx = ctx;
     nd->tape = t;
     nd->scope = t->scope;
+    nd->seq = (int64_t)t->n_nodes;
     nd->prev = t->last;
     t->last = nd;
     t->n_nodes++;
@@ -194,6 +195,7 @@ mm_status mm_tape_run_backward(mm_tape *t)
             mm_error_push(__FILE__, __LINE__, nd->op);
             return s;
         }
+        if (t->node_done) MM_CALL(t->node_done(t->node_done_ctx, nd));
     }
     if (t->prof) t->prof_t0 = wall();
     return MM_OK;

@@ -2,9 +2,20 @@
 #include "mmsa/dist.h"
 
 #include <limits.h>
+#include <string.h>
+
+const char *const mm_comm_kind_names[MM_COMM_KINDS] = {"grad_allreduce", "allgather", "reduce_scatter",
+                                                       "norm_allreduce", "bank", "other"};
+
+void mm_dist_reset_counters(mm_dist *d)
+{
+    memset(d->bytes, 0, sizeof d->bytes);
+    memset(d->calls, 0, sizeof d->calls);
+}
 
 mm_status mm_dist_init(mm_dist *d, MPI_Comm parent)
 {
+    memset(d, 0, sizeof *d);
     int inited = 0;
     MPI_Initialized(&inited);
     if (!inited) return MM_ERR(MM_ERR_MPI, "MPI is not initialised (call MPI_Init first)");
@@ -34,6 +45,7 @@ mm_status mm_dist_allreduce_double(mm_dist *d, double *buf, size_t n)
     int c = 0;
     MM_CALL(mm_dist_count(n, "allreduce (double)", &c));
     if (d->size == 1 || c == 0) return MM_OK;
+    mm_dist_account(d, MM_COMM_OTHER, (double)n * sizeof(double));
     MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_DOUBLE, MPI_SUM, d->comm));
     return MM_OK;
 }
@@ -43,13 +55,17 @@ mm_status mm_dist_allreduce_float(mm_dist *d, float *buf, size_t n)
     int c = 0;
     MM_CALL(mm_dist_count(n, "allreduce (float)", &c));
     if (d->size == 1 || c == 0) return MM_OK;
+    mm_dist_account(d, MM_COMM_OTHER, (double)n * sizeof(float));
     MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_FLOAT, MPI_SUM, d->comm));
     return MM_OK;
 }
 
 mm_status mm_dist_tape_allreduce(void *ctx, double *buf, int n)
 {
-    MM_CALL(mm_dist_allreduce_double((mm_dist *)ctx, buf, (size_t)n));
+    mm_dist *d = ctx;
+    if (d->size == 1 || n == 0) return MM_OK;
+    mm_dist_account(d, MM_COMM_NORM, (double)n * sizeof(double));
+    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, d->comm));
     return MM_OK;
 }
 

@@ -42,6 +42,7 @@ static mm_status gather_backward(mm_node *nd)
     int mine_n = c->counts[d->rank];
     float *mine;
     MM_CALL(mm_tape_alloc(nd->tape, (size_t)(mine_n ? mine_n : 1) * sizeof(float), (void **)&mine));
+    mm_dist_account(d, MM_COMM_REDUCE_SCATTER, (double)y->n * sizeof(float));
     MM_MPI_CALL(MPI_Reduce_scatter(y->grad, mine, c->counts, MPI_FLOAT, MPI_SUM, d->comm));
     for (int i = 0; i < mine_n; i++) x->grad[i] += mine[i];
     return MM_OK;
@@ -70,6 +71,7 @@ mm_status mm_dist_allgather_rows(mm_tape *t, mm_dist *d, mm_tensor *x, const int
     if (d->size == 1) {
         memcpy(y->data, x->data, (size_t)x->n * sizeof(float));
     } else {
+        mm_dist_account(d, MM_COMM_GATHER, (double)y->n * sizeof(float));
         MM_MPI_CALL(MPI_Allgatherv(x->data, c->counts[d->rank], MPI_FLOAT, y->data, c->counts, c->displs,
                                    MPI_FLOAT, d->comm));
     }
@@ -115,6 +117,7 @@ mm_status mm_dist_allgather_bytes(mm_dist *d, const void *in, size_t item_bytes,
     if (d->size == 1) {
         memcpy(out, in, (size_t)c[0]);
     } else {
+        mm_dist_account(d, MM_COMM_OTHER, (double)off);
         int rc = MPI_Allgatherv(in, c[d->rank], MPI_BYTE, out, c, o, MPI_BYTE, d->comm);
         if (rc != MPI_SUCCESS) st = mm_error_mpi(rc, "MPI_Allgatherv", __FILE__, __LINE__, __func__);
     }

@@ -108,7 +108,10 @@ mm_status mm_bank_loss(mm_memory_bank *b, mm_tape *t, mm_tensor *s_hat, int64_t 
     }
     int cn;
     MM_CALL(mm_dist_count((size_t)n, "memory bank rows", &cn));
-    if (b->d->size > 1) MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, best, cn, MPI_FLOAT_INT, MPI_MAXLOC, b->d->comm));
+    if (b->d->size > 1) {
+        mm_dist_account(b->d, MM_COMM_BANK, (double)n * sizeof *best);
+        MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, best, cn, MPI_FLOAT_INT, MPI_MAXLOC, b->d->comm));
+    }
     for (int64_t i = 0; i < n; i++) assign[i] = best[i].i;
     /* Sharded softmax of sim / tau: global max is the best cosine / tau. */
     for (int64_t i = 0; i < n; i++) {
@@ -116,7 +119,10 @@ mm_status mm_bank_loss(mm_memory_bank *b, mm_tape *t, mm_tensor *s_hat, int64_t 
         for (int64_t j = 0; j < ml; j++) s += exp(sim[i * ml + j] / b->tau - mx);
         red[i] = s;
     }
-    MM_CALL(mm_dist_allreduce_double(b->d, red, (size_t)n));
+    if (b->d->size > 1) {
+        mm_dist_account(b->d, MM_COMM_BANK, (double)n * sizeof(double));
+        MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, red, cn, MPI_DOUBLE, MPI_SUM, b->d->comm));
+    }
     bank_ctx *c;
     MM_CALL(mm_tape_alloc(t, sizeof *c, (void **)&c));
     c->b = b;
@@ -202,6 +208,7 @@ mm_status mm_bank_update(mm_memory_bank *b, const float *s_hat, const int64_t *a
      * anchors re-seeded on lower ranks. */
     int64_t before = 0, total = to_reseed;
     if (b->d->size > 1) {
+        mm_dist_account(b->d, MM_COMM_BANK, 2 * sizeof(int64_t));
         MM_MPI_CALL(MPI_Exscan(&to_reseed, &before, 1, MPI_INT64_T, MPI_SUM, b->d->comm));
         if (b->d->rank == 0) before = 0;
         MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, b->d->comm));

@@ -130,6 +130,7 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
     MM_CALL(mm_bank_init(&tr->bank, d, job->loss.n_anchors, job->model.embed_dim, (uint64_t)T->seed, job->loss.tau_mem,
                          job->loss.mem_momentum, job->loss.mem_reseed_after));
     MM_CALL(mm_tape_init(&tr->tape, 64u << 20));
+    MM_CALL(mm_grad_sync_init(&tr->gsync, d, &tr->model.params, (double)job->dist.bucket_mb * 1048576.0));
     tr->perm = mm_malloc((size_t)tr->n_train * sizeof(int64_t));
     tr->counts = mm_malloc((size_t)d->size * sizeof(int64_t));
     tr->batch_idx = mm_malloc((size_t)T->batch_size * sizeof(int64_t));
@@ -168,6 +169,7 @@ void mm_trainer_destroy(mm_trainer *tr)
     if (tr->log) fclose(tr->log);
     mm_dataset_close(&tr->ds);
     mm_tape_destroy(&tr->tape);
+    mm_grad_sync_destroy(&tr->gsync);
     mm_bank_destroy(&tr->bank);
     mm_optim_destroy(&tr->opt);
     mm_model_destroy(&tr->model);
@@ -214,6 +216,8 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
 {
     double t0 = now();
     mm_dist *d = tr->d;
+    double bytes0[MM_COMM_KINDS];
+    memcpy(bytes0, d->bytes, sizeof bytes0);
     int64_t B = tr->job.train.batch_size, start, count;
     MM_CALL(mm_trainer_batch_indices(tr, tr->step, tr->batch_idx));
     mm_dist_block(B, d->size, d->rank, &start, &count);
@@ -243,9 +247,11 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
                       "step %lld: the loss is %g (L_align %g, L_rec %g, L_hg %g, L_mem %g); parameters and checkpoints "
                       "are untouched",
                       (long long)tr->step, o.total, o.l_align, o.l_rec, o.l_hg, o.l_mem);
+    /* the gradient buckets start inside the backward as their parameters become final */
+    MM_CALL(mm_grad_sync_begin(&tr->gsync, t));
     MM_CALL(mm_tape_backward(t, o.loss_local));
     mm_tape_scope(t, MM_SCOPE_COMM);
-    MM_CALL(mm_dist_allreduce_float(d, tr->model.params.grad, tr->model.params.total));
+    MM_CALL(mm_grad_sync_finish(&tr->gsync, t));
     mm_tape_scope(t, MM_SCOPE_OPTIM);
     double norm = 0;
     mm_status st = mm_clip_grad_norm(&tr->model.params, tr->job.train.grad_clip, &norm);
@@ -269,6 +275,7 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     mm_tape_scope(t, MM_SCOPE_OTHER);
     tr->step++;
     rep->seconds = now() - t0;
+    for (int k = 0; k < MM_COMM_KINDS; k++) rep->comm_bytes[k] = d->bytes[k] - bytes0[k];
     return MM_OK;
 }
 
@@ -297,10 +304,13 @@ static void log_step(mm_trainer *tr, const mm_step_report *r)
             "{\"step\": %lld, \"epoch\": %lld, \"lr\": %.6g, \"loss\": %.6f, \"l_align\": %.6f, "
             "\"l_align_conformer\": %.6f, \"l_align_image\": %.6f, \"l_align_fingerprint\": %.6f, \"l_rec\": %.6f, "
             "\"l_hg\": %.6f, \"l_mem\": %.6f, \"grad_norm\": %.6g, \"mol_per_s\": %.2f, \"anchors_in_use\": %lld, "
-            "\"assign_entropy\": %.4f, \"ranks\": %d, \"elapsed_s\": %.2f}\n",
+            "\"assign_entropy\": %.4f, \"ranks\": %d, \"elapsed_s\": %.2f, \"comm_bytes\": {",
             (long long)r->step + 1, (long long)r->epoch, (double)r->lr, r->loss, r->l_align, r->l_align_mod[1],
             r->l_align_mod[2], r->l_align_mod[3], r->l_rec, r->l_hg, r->l_mem, r->grad_norm, mps,
             (long long)r->bank.anchors_hit, r->bank.entropy, tr->d->size, t - tr->t_start);
+    for (int k = 0; k < MM_COMM_KINDS; k++)
+        fprintf(tr->log, "%s\"%s\": %.0f", k ? ", " : "", mm_comm_kind_names[k], r->comm_bytes[k]);
+    fprintf(tr->log, "}}\n");
     fflush(tr->log);
     if (!tr->quiet && tr->job.train.progress) {
         char eta[32];
