@@ -13,7 +13,7 @@
 
 #include "mmsa/config.h"
 
-typedef enum { MM_OBJ_MMSA = 0, MM_OBJ_ACML = 1 } mm_objective;
+typedef enum { MM_OBJ_MMSA = 0 } mm_objective;
 typedef enum { MM_KNN_ALLGATHER = 0, MM_KNN_RING = 1, MM_KNN_SCALAPACK = 2 } mm_knn_backend;
 typedef enum { MM_OPTIMIZER_ADAMW = 0, MM_OPTIMIZER_SGD = 1 } mm_optimizer_kind;
 
@@ -32,13 +32,12 @@ typedef struct mm_model_config {
     int gate_att_dim, decoder_hidden, hg_hidden;
     bool use_conformer, use_image, use_fingerprint;
     float bn_eps, bn_momentum;
-    int acml_gin_layers, acml_gin_hidden;
 } mm_model_config;
 
 typedef struct mm_loss_config {
     int knn_k;
     int n_anchors;
-    float tau_align, tau_hg, tau_mem, tau_acml;
+    float tau_align, tau_hg, tau_mem;
     float mem_momentum;
     int mem_reseed_after;
     float w_align, w_rec, w_hg, w_mem;
@@ -59,7 +58,6 @@ typedef struct mm_train_config {
     int log_every;
     bool progress;
     int64_t holdout;           /* molecules kept out of training for retrieval evaluation */
-    char init_checkpoint[MM_CFG_STR_MAX]; /* ACML: frozen encoders come from here */
 } mm_train_config;
 
 typedef struct mm_checkpoint_config {

@@ -11,8 +11,8 @@
     {#sec, #key, MM_CFG_ENUM, offsetof(mm_job, sec) + offsetof(st, key), def, 1, 0, choices, doc}
 
 static const mm_cfg_field fields[] = {
-    FE(model, mm_model_config, objective, "mmsa", "mmsa|acml",
-      "pre-training objective: mmsa (structure awareness) or acml (asymmetric contrastive)"),
+    FE(model, mm_model_config, objective, "mmsa", "mmsa",
+      "pre-training objective: mmsa (structure awareness)"),
     F(model, mm_model_config, embed_dim, MM_CFG_INT, "256", 2, 65536, "width of every encoder output and of the unified embedding"),
     F(model, mm_model_config, proj_hidden, MM_CFG_INT, "256", 1, 65536, "hidden width of the projection heads"),
     F(model, mm_model_config, proj_dim, MM_CFG_INT, "128", 2, 65536, "output width of the L2-normalised projection heads"),
@@ -37,15 +37,12 @@ static const mm_cfg_field fields[] = {
     F(model, mm_model_config, use_fingerprint, MM_CFG_BOOL, "true", 1, 0, "encode the ECFP4 fingerprint"),
     F(model, mm_model_config, bn_eps, MM_CFG_FLOAT, "1e-5", 1e-12, 1, "BatchNorm epsilon"),
     F(model, mm_model_config, bn_momentum, MM_CFG_FLOAT, "0.1", 0, 1, "BatchNorm running-statistics momentum (PyTorch convention)"),
-    F(model, mm_model_config, acml_gin_layers, MM_CFG_INT, "5", 1, 64, "ACML: layers of the shallow trainable graph encoder"),
-    F(model, mm_model_config, acml_gin_hidden, MM_CFG_INT, "64", 1, 65536, "ACML: width of the shallow trainable graph encoder"),
 
     F(loss, mm_loss_config, knn_k, MM_CFG_INT, "8", 1, 1024, "neighbours per hyperedge (k nearest by cosine, self excluded)"),
     F(loss, mm_loss_config, n_anchors, MM_CFG_INT, "4096", 1, 1 << 24, "memory-bank anchors (partitioned across ranks)"),
     F(loss, mm_loss_config, tau_align, MM_CFG_FLOAT, "0.1", 1e-4, 100, "temperature of the modality-alignment InfoNCE"),
     F(loss, mm_loss_config, tau_hg, MM_CFG_FLOAT, "0.1", 1e-4, 100, "temperature of the hypergraph InfoNCE"),
     F(loss, mm_loss_config, tau_mem, MM_CFG_FLOAT, "0.1", 1e-4, 100, "temperature of the memory-bank softmax"),
-    F(loss, mm_loss_config, tau_acml, MM_CFG_FLOAT, "0.1", 1e-4, 100, "ACML: temperature of the soft-target CLIP loss"),
     F(loss, mm_loss_config, mem_momentum, MM_CFG_FLOAT, "0.99", 0, 1, "anchor momentum toward the mean of its members"),
     F(loss, mm_loss_config, mem_reseed_after, MM_CFG_INT, "1000", 1, 1 << 30, "re-seed an anchor unused for this many steps"),
     F(loss, mm_loss_config, w_align, MM_CFG_FLOAT, "1.0", 0, 1e6, "weight of L_align"),
@@ -72,7 +69,6 @@ static const mm_cfg_field fields[] = {
     F(train, mm_train_config, log_every, MM_CFG_INT, "10", 1, 1 << 30, "write a JSON line to run_dir/log.jsonl every N steps"),
     F(train, mm_train_config, progress, MM_CFG_BOOL, "true", 1, 0, "progress line with ETA on rank 0"),
     F(train, mm_train_config, holdout, MM_CFG_INT64, "0", 0, 9.2e18, "last N molecules of the dataset are held out of training"),
-    F(train, mm_train_config, init_checkpoint, MM_CFG_STRING, "", 1, 0, "ACML: checkpoint with the frozen modality encoders"),
 
     F(checkpoint, mm_checkpoint_config, every, MM_CFG_INT64, "500", 0, 9.2e18, "write a checkpoint every N steps (0: only at the end)"),
     F(checkpoint, mm_checkpoint_config, keep, MM_CFG_INT, "3", 1, 1000, "keep the last K checkpoints"),
