@@ -30,6 +30,8 @@ typedef struct mm_memory_bank {
     int64_t *unused;        /* [m_local] steps since the anchor was last hit */
     float tau, momentum;
     int64_t reseed_after;
+    double *sum;            /* [m_local, dim] scratch of the update (kept: no per-step allocation) */
+    int64_t *count;         /* [m_local] */
 } mm_memory_bank;
 
 /* Statistics of one step, identical on every rank. */

@@ -129,12 +129,14 @@ static void free_chunks(mm_arena_chunk *c)
 mm_status mm_arena_reset(mm_arena *a)
 {
     if (a->head && a->head->next) {
-        /* The step spilled: keep one chunk that fits the whole high-water mark. */
+        /* The step spilled: keep one chunk that fits the whole high-water mark, with a
+         * quarter more, so batches that vary in size do not spill (and fault in fresh
+         * pages) again and again. */
         free_chunks(a->head);
         a->head = NULL;
         a->reserved = 0;
-        a->chunk_bytes = a->high_water;
-        MM_CALL(arena_add_chunk(a, a->high_water));
+        a->chunk_bytes = a->high_water + a->high_water / 4;
+        MM_CALL(arena_add_chunk(a, a->chunk_bytes));
     }
     if (a->head) a->head->top = 0;
     a->used = 0;

@@ -33,7 +33,9 @@ mm_status mm_bank_init(mm_memory_bank *b, mm_dist *d, int64_t m, int64_t dim, ui
     mm_dist_block(m, d->size, d->rank, &b->m0, &b->m_local);
     b->anchors = mm_malloc((size_t)(b->m_local * dim) * sizeof(float));
     b->unused = mm_calloc((size_t)b->m_local, sizeof(int64_t));
-    if (!b->anchors || !b->unused) {
+    b->sum = mm_malloc((size_t)((b->m_local ? b->m_local : 1) * dim) * sizeof(double));
+    b->count = mm_malloc((size_t)(b->m_local ? b->m_local : 1) * sizeof(int64_t));
+    if (!b->anchors || !b->unused || !b->sum || !b->count) {
         mm_bank_destroy(b);
         return MM_ERR(MM_ERR_NOMEM, "memory bank: %lld x %lld anchors", (long long)b->m_local, (long long)dim);
     }
@@ -53,8 +55,12 @@ void mm_bank_destroy(mm_memory_bank *b)
 {
     mm_free_sized(b->anchors, (size_t)(b->m_local * b->dim) * sizeof(float));
     mm_free_sized(b->unused, (size_t)b->m_local * sizeof(int64_t));
+    mm_free_sized(b->sum, (size_t)((b->m_local ? b->m_local : 1) * b->dim) * sizeof(double));
+    mm_free_sized(b->count, (size_t)(b->m_local ? b->m_local : 1) * sizeof(int64_t));
     b->anchors = NULL;
     b->unused = NULL;
+    b->sum = NULL;
+    b->count = NULL;
 }
 
 typedef struct {
@@ -178,13 +184,15 @@ mm_status mm_bank_update(mm_memory_bank *b, const float *s_hat, const int64_t *a
                          mm_bank_stats *stats)
 {
     int64_t dim = b->dim, ml = b->m_local;
-    double *sum = mm_calloc((size_t)((ml ? ml : 1) * dim), sizeof(double));
-    int64_t *count = mm_calloc((size_t)(ml ? ml : 1), sizeof(int64_t));
-    if (!sum || !count) {
-        mm_free_sized(sum, (size_t)((ml ? ml : 1) * dim) * sizeof(double));
-        mm_free_sized(count, (size_t)(ml ? ml : 1) * sizeof(int64_t));
-        return MM_ERR(MM_ERR_NOMEM, "memory bank update");
+    double *sum = b->sum;
+    int64_t *count = b->count;
+    memset(count, 0, (size_t)ml * sizeof(int64_t));
+    /* sums only of the anchors hit (usually few of M): zeroed on first touch */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = assign[i] - b->m0;
+        if (a >= 0 && a < ml && count[a]++ == 0) memset(sum + a * dim, 0, (size_t)dim * sizeof(double));
     }
+    memset(count, 0, (size_t)ml * sizeof(int64_t));
     /* s_hat and assign are the global batch on every rank: owners need no messages. */
     for (int64_t i = 0; i < n; i++) {
         int64_t a = assign[i] - b->m0;
@@ -224,8 +232,6 @@ mm_status mm_bank_update(mm_memory_bank *b, const float *s_hat, const int64_t *a
         }
         row++;
     }
-    mm_free_sized(sum, (size_t)((ml ? ml : 1) * dim) * sizeof(double));
-    mm_free_sized(count, (size_t)(ml ? ml : 1) * sizeof(int64_t));
     if (stats) {
         mm_bank_assign_stats(b, assign, n, stats);
         stats->reseeded = total < n ? total : n;
