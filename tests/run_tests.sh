@@ -1,10 +1,12 @@
 #!/bin/sh
 # Runs every test program and ends with one summary line: "check: N passed, M failed".
-# tests/test_mpi_*: run under mpirun with 1 and 2 ranks (MMSA_TEST_RANKS overrides).
+# tests/test_mpi_*: run under mpirun with 1 and 2 ranks (MMSA_TEST_RANKS overrides);
+# tests/test_mpi4_*: with 2 and 4 ranks (oversubscribed on small machines).
 # Each program is a cmocka runner; its "[  PASSED  ] n test(s)." and
 # "[  FAILED  ] n test(s)" lines are added up (rank 0's line for MPI runs).
 BUILD=${BUILD:-build}
 RANKS=${MMSA_TEST_RANKS:-"1 2"}
+RANKS4=${MMSA_TEST_RANKS4:-"2 4"}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 export BLIS_NUM_THREADS=1 OMP_NUM_THREADS=1
@@ -35,12 +37,14 @@ for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
     base=$(basename "$t")
     case "$base" in
-    test_mpi_*)
+    test_mpi*)
+        ranks=$RANKS
+        case "$base" in test_mpi4_*) ranks=$RANKS4 ;; esac
         # Under AddressSanitizer, leak checking is off for MPI programs: Open MPI and its
         # dlopen'ed plugins keep allocations until exit that cannot be attributed or
         # suppressed. These tests check the library's own memory with
         # mm_alloc_live_bytes; the serial tests run with leak checking on.
-        for n in $RANKS; do
+        for n in $ranks; do
             run "$base -n $n" timeout 600 mpirun --allow-run-as-root --oversubscribe \
                 -x ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" -n "$n" "$t"
         done ;;
