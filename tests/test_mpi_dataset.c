@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "dataset_fixture.h"
+#include "h5_compare.h"
 #include "mmsa/alloc.h"
 #include "mmsa/dataset.h"
 #include "mmsa/dist.h"
@@ -81,130 +82,16 @@ static void block_counts(int64_t n, int p, int64_t *out)
 
 /* ---------------------------------------------------------------- file comparison */
 
-static const char *const DATASETS[] = {
-    "smiles", "source_row", "atom_offset", "atom_feat", "bond_offset", "bond_index", "bond_feat",
-    "conformer/xyz", "conformer/ok", "image", "fingerprint", "scaffold", "labels",
-    "rejects/source_row", "rejects/smiles", "rejects/reason"};
-
-/* Reads all of dataset d as raw file-type bytes, or as VL strings joined by '\n'. */
-static char *dataset_bytes(hid_t f, const char *name, size_t *len, hid_t *type_out, hsize_t *dims, int *nd)
-{
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    assert_true(d >= 0);
-    hid_t t = H5Dget_type(d), s = H5Dget_space(d);
-    *nd = H5Sget_simple_extent_ndims(s);
-    H5Sget_simple_extent_dims(s, dims, NULL);
-    hssize_t n = H5Sget_simple_extent_npoints(s);
-    char *out;
-    if (H5Tget_class(t) == H5T_STRING) {
-        assert_true(H5Tis_variable_str(t) > 0);
-        char **v = calloc((size_t)n + 1, sizeof(char *));
-        if (n > 0) assert_true(H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
-        size_t total = 1;
-        for (hssize_t i = 0; i < n; i++) total += strlen(v[i]) + 1;
-        out = calloc(total, 1);
-        for (hssize_t i = 0; i < n; i++) {
-            strcat(out, v[i]);
-            strcat(out, "\n");
-        }
-        *len = strlen(out);
-        if (n > 0) H5Dvlen_reclaim(t, s, H5P_DEFAULT, v);
-        free(v);
-    } else {
-        *len = (size_t)n * H5Tget_size(t);
-        out = malloc(*len + 1);
-        if (n > 0) assert_true(H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0);
-    }
-    *type_out = t;
-    H5Sclose(s);
-    H5Dclose(d);
-    return out;
-}
-
-static char *attr_text(hid_t obj, const char *name)
-{
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    assert_true(a >= 0);
-    hid_t t = H5Aget_type(a), s = H5Aget_space(a);
-    char *out = calloc(4096, 1);
-    if (H5Tget_class(t) == H5T_INTEGER) {
-        long long v = 0;
-        H5Aread(a, H5T_NATIVE_LLONG, &v);
-        snprintf(out, 4096, "%lld", v);
-    } else {
-        hssize_t n = H5Sget_simple_extent_npoints(s);
-        char **v = calloc((size_t)n, sizeof(char *));
-        assert_true(H5Aread(a, t, v) >= 0);
-        for (hssize_t i = 0; i < n; i++) {
-            strcat(out, v[i]);
-            strcat(out, "|");
-        }
-        H5Dvlen_reclaim(t, s, H5P_DEFAULT, v);
-        free(v);
-    }
-    H5Tclose(t);
-    H5Sclose(s);
-    H5Aclose(a);
-    return out;
-}
-
-static int group_size(hid_t f, const char *g)
-{
-    H5G_info_t gi;
-    hid_t h = H5Gopen2(f, g, H5P_DEFAULT);
-    assert_true(h >= 0);
-    H5Gget_info(h, &gi);
-    H5Gclose(h);
-    return (int)gi.nlinks;
-}
-
-/* 0 when the two files hold the same datasets (type, shape, bytes) and attributes. */
+/* h5c_files_equal (h5_compare.h), plus: the tasks are the fixture's. */
 static int files_equal(const char *pa, const char *pb)
 {
-    hid_t fa = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT), fb = H5Fopen(pb, H5F_ACC_RDONLY, H5P_DEFAULT);
-    assert_true(fa >= 0 && fb >= 0);
-    int diff = 0;
-    const char *groups[] = {"/", "conformer", "rejects"};
-    for (int g = 0; g < 3; g++)
-        if (group_size(fa, groups[g]) != group_size(fb, groups[g])) {
-            fprintf(stderr, "%s vs %s: group %s has a different number of members\n", pa, pb, groups[g]);
-            diff++;
-        }
-    for (size_t k = 0; k < sizeof DATASETS / sizeof DATASETS[0]; k++) {
-        size_t la, lb;
-        hid_t ta, tb;
-        hsize_t da[4] = {0}, db[4] = {0};
-        int na, nb;
-        char *a = dataset_bytes(fa, DATASETS[k], &la, &ta, da, &na);
-        char *b = dataset_bytes(fb, DATASETS[k], &lb, &tb, db, &nb);
-        if (H5Tequal(ta, tb) <= 0 || na != nb || memcmp(da, db, sizeof da) || la != lb || memcmp(a, b, la)) {
-            fprintf(stderr, "%s vs %s: dataset %s differs\n", pa, pb, DATASETS[k]);
-            diff++;
-        }
-        H5Tclose(ta);
-        H5Tclose(tb);
-        free(a);
-        free(b);
-    }
-    const char *attrs[] = {"format", "version", "n_molecules", "featurizer", "source", "source_sha256", "created_by"};
-    for (int k = 0; k < 7; k++) {
-        char *a = attr_text(fa, attrs[k]), *b = attr_text(fb, attrs[k]);
-        if (strcmp(a, b)) {
-            fprintf(stderr, "%s vs %s: attribute %s differs: %s / %s\n", pa, pb, attrs[k], a, b);
-            diff++;
-        }
-        free(a);
-        free(b);
-    }
-    hid_t la = H5Dopen2(fa, "labels", H5P_DEFAULT), lb = H5Dopen2(fb, "labels", H5P_DEFAULT);
-    char *a = attr_text(la, "tasks"), *b = attr_text(lb, "tasks");
-    if (strcmp(a, b) || strcmp(a, "toxic|logS|")) diff++;
-    free(a);
-    free(b);
-    H5Dclose(la);
-    H5Dclose(lb);
-    H5Fclose(fa);
-    H5Fclose(fb);
+    int diff = h5c_files_equal(pa, pb);
+    hid_t f = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    char *t = h5c_tasks(f);
+    if (strcmp(t, "toxic|logS|")) diff++;
+    free(t);
+    H5Fclose(f);
     return diff;
 }
 

@@ -511,11 +511,12 @@ mm_status mm_dataset_write(const char *path, MPI_Comm comm, const mm_molset *loc
 
     /* phase 1: local checks, agreed */
     local_st = local_prepare(&w, mine);
-    int ok = local_st == MM_OK, all_ok = ok;
-    if (w.mpi) W_MPI(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, w.d.comm));
-    if (!all_ok) {
+    int code = (int)local_st, worst = code; /* the failing rank's code reaches every rank */
+    if (w.mpi) W_MPI(MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, w.d.comm));
+    if (worst != MM_OK) {
         st = local_st != MM_OK ? local_st
-                               : MM_ERR(MM_ERR_ARG, "mm_dataset_write %s: another rank's molecule set was refused", w.path);
+                               : MM_ERR((mm_status)worst, "mm_dataset_write %s: another rank could not prepare its part",
+                                        w.path);
         goto done;
     }
     /* phase 2: counts */
@@ -541,7 +542,8 @@ mm_status mm_dataset_write(const char *path, MPI_Comm comm, const mm_molset *loc
     /* phase 3: collective numeric datasets */
     tmp_made = true;
     local_st = write_numeric(&w);
-    int code = (int)local_st, worst = code;
+    code = (int)local_st;
+    worst = code;
     if (w.mpi) W_MPI(MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, w.d.comm));
     if (worst != MM_OK) {
         st = local_st != MM_OK ? local_st
