@@ -383,8 +383,9 @@ static void write_range(const mm_cfg_field *f, FILE *out)
 void mm_cfg_write_reference(const mm_cfg_schema *s, FILE *out)
 {
     fprintf(out, "# Reference for the %s file: every key, its default and its meaning.\n", s->name);
-    fprintf(out, "# Generated from the schema in the source (mmsa_pretrain --print-reference);\n");
-    fprintf(out, "# a test checks that this file and the code agree.\n");
+    /* the program is the first word of the schema's name ("mmsa_pretrain job") */
+    fprintf(out, "# Generated from the schema in the source (%.*s --print-reference);\n", (int)strcspn(s->name, " "),
+            s->name);
     const char *prev = "";
     for (int i = 0; i < s->n_fields; i++) {
         const mm_cfg_field *f = &s->fields[i];
