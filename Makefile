@@ -41,7 +41,7 @@ DEB_PKGS := libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
             libcmocka-dev pkg-config make gcc g++ python3 python3-numpy python3-h5py \
             python3-rdkit python3-sklearn zlib1g-dev libcairo2-dev gnuplot-nox
 
-.PHONY: all lib apps tests bench bench-only check check-only asan demo deps clean
+.PHONY: all lib apps tests bench bench-only check check-only check-slurm asan demo deps clean
 all: apps
 
 lib: $(LIB)
@@ -79,6 +79,12 @@ check: deps
 
 check-only: $(TESTS) $(APPS)
 	@BUILD=$(BUILD) BIN=$(BIN) sh tests/run_tests.sh
+
+# The Slurm script tested for real on a single-node Slurm started by the script (root;
+# it installs slurmctld, slurmd, slurm-client and munge itself). Not part of make check.
+check-slurm: deps
+	@$(MAKE) --no-print-directory apps
+	@BIN=$(BIN) bash jobs/test_slurm.sh
 
 asan: deps
 	@$(MAKE) --no-print-directory SAN=1 OPT=-O1 BUILD=build-asan BIN=build-asan/bin check-only
