@@ -288,16 +288,20 @@ static void rows_to_out(const knn_rows *s, int64_t *out)
     memcpy(out, s->ej, (size_t)s->n * (size_t)s->k * sizeof(int64_t));
 }
 
-static size_t tile_floats_of(const knn_call *c)
+/* Floats of the similarity tile: tile_bytes, or less when nq queries against at most
+ * ncols columns need less (scan_columns uses at most min(nq, 512) rows of ncols). */
+static size_t tile_floats_of(const knn_call *c, int64_t nq, int64_t ncols)
 {
     size_t f = c->tile_bytes / sizeof(float);
+    size_t need = (size_t)(nq < 512 ? nq : 512) * (size_t)ncols;
+    if (need < f) f = need;
     return f ? f : 1;
 }
 
 static mm_status knn_allgather(knn_call *c)
 {
     mm_dist *d = c->d;
-    size_t tf = tile_floats_of(c), all_bytes = (size_t)c->n_total * (size_t)c->dim * sizeof(float);
+    size_t tf = tile_floats_of(c, c->n_local, c->n_total), all_bytes = (size_t)c->n_total * (size_t)c->dim * sizeof(float);
     knn_rows s;
     float *tile = NULL, *all = NULL;
     int *cnt = NULL, *dsp = NULL;
@@ -346,7 +350,7 @@ static mm_status knn_ring(knn_call *c)
     int64_t maxc = 0;
     for (int r = 0; r < P; r++)
         if (c->counts[r] > maxc) maxc = c->counts[r];
-    size_t tf = tile_floats_of(c), blk_bytes = (size_t)maxc * (size_t)c->dim * sizeof(float);
+    size_t tf = tile_floats_of(c, c->n_local, maxc), blk_bytes = (size_t)maxc * (size_t)c->dim * sizeof(float);
     knn_rows s;
     float *tile = NULL, *buf[2] = {NULL, NULL};
     mm_status st = knn_rows_init(&s, &c->mem, c->n_local, c->k, c->dim, c->xn);
