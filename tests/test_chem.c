@@ -33,15 +33,17 @@ static mm_chem *make_chem(int conformer, int image)
     return c;
 }
 
-static void featurize_ok(mm_chem *c, const char *smi, mm_mol_feat *f)
+static void featurize_seed(mm_chem *c, const char *smi, uint64_t seed, mm_mol_feat *f)
 {
-    mm_status st = mm_chem_featurize_smiles(c, smi, 0, f);
+    mm_status st = mm_chem_featurize_smiles(c, smi, seed, f);
     if (st != MM_OK) {
         mm_error_print(stderr, -1);
         fail_msg("featurising %s failed", smi);
     }
     assert_int_equal(f->reject, MM_CHEM_OK);
 }
+
+static void featurize_ok(mm_chem *c, const char *smi, mm_mol_feat *f) { featurize_seed(c, smi, 0, f); }
 
 static void test_init_and_environment(void **state)
 {
@@ -269,7 +271,7 @@ static void test_parity_with_rdkit(void **state)
     printf("parity set: %d molecules (BBBP, Tox21, ZINC250k)\n", n);
     assert_true(n >= 500);
 
-    char in[512], out[512], cmd[2048];
+    char in[512], out[512], cmd[4096];
     snprintf(in, sizeof in, "%s/parity_in.tsv", tu_tmpdir());
     snprintf(out, sizeof out, "%s/parity_out.txt", tu_tmpdir());
     FILE *fi = fopen(in, "w");
@@ -401,6 +403,408 @@ static void test_parity_with_rdkit(void **state)
     free(usable);
 }
 
+
+/* ---- conformers ------------------------------------------------------------------------ */
+
+static double dist3(const float *x, int i, int j)
+{
+    double d = 0;
+    for (int k = 0; k < 3; k++) d += (x[3 * i + k] - x[3 * j + k]) * (double)(x[3 * i + k] - x[3 * j + k]);
+    return sqrt(d);
+}
+
+/* Signed volume at the chiral atom of f (its three lowest-numbered neighbours). */
+static double chiral_volume(const mm_mol_feat *f)
+{
+    int c = -1;
+    for (int i = 0; i < f->n_atoms; i++)
+        if (f->atom_feat[9 * i + 1] == 1 || f->atom_feat[9 * i + 1] == 2) c = i;
+    assert_true(c >= 0);
+    int nb[4], m = 0;
+    for (int k = 0; k < f->n_bonds && m < 4; k++) {
+        if (f->bond_index[2 * k] == c) nb[m++] = f->bond_index[2 * k + 1];
+        else if (f->bond_index[2 * k + 1] == c) nb[m++] = f->bond_index[2 * k];
+    }
+    assert_true(m >= 3);
+    double v[3][3];
+    for (int a = 0; a < 3; a++)
+        for (int k = 0; k < 3; k++) v[a][k] = f->xyz[3 * nb[a] + k] - f->xyz[3 * c + k];
+    return v[0][0] * (v[1][1] * v[2][2] - v[1][2] * v[2][1]) - v[0][1] * (v[1][0] * v[2][2] - v[1][2] * v[2][0]) +
+           v[0][2] * (v[1][0] * v[2][1] - v[1][1] * v[2][0]);
+}
+
+static void test_conformer(void **state)
+{
+    (void)state;
+    mm_chem *c = make_chem(1, 0);
+    mm_mol_feat f, g;
+    mm_mol_feat_init(&f);
+    mm_mol_feat_init(&g);
+    struct {
+        const char *smi;
+        int uff;
+    } cases[] = {{"CC(C)(C)c1ccc2occ(CC(=O)Nc3ccccc3F)c2c1", 0}, /* ZINC250k row 0: MMFF94 */
+                 {"OB(O)c1ccccc1", 1},                          /* boron: no MMFF94 type, UFF */
+                 {"Cl[Pt](Cl)([NH3])[NH3]", 1},
+                 {"[Na+].[Cl-]", 0}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        featurize_seed(c, cases[k].smi, 11, &f);
+        assert_int_equal(f.conf_ok, 1);
+        assert_int_equal(f.conf_from_input, 0);
+        assert_int_equal(f.conf_uff, cases[k].uff);
+        for (int b = 0; b < f.n_bonds; b++) {
+            double d = dist3(f.xyz, f.bond_index[2 * b], f.bond_index[2 * b + 1]);
+            if (d < 1.0 || d > 2.6) fail_msg("%s: bond %d is %.2f A long", cases[k].smi, b, d);
+        }
+        /* non-bonded heavy atoms are not on top of each other */
+        for (int i = 0; i < f.n_atoms; i++)
+            for (int j = i + 1; j < f.n_atoms; j++) assert_true(dist3(f.xyz, i, j) > 0.9);
+        /* reproducible: same seed, other molecules in between */
+        featurize_seed(c, "CCCCO", 11, &g);
+        featurize_seed(c, cases[k].smi, 11, &g);
+        assert_int_equal(g.n_atoms, f.n_atoms);
+        assert_memory_equal(g.xyz, f.xyz, (size_t)f.n_atoms * 3 * sizeof(float));
+    }
+    /* the conformer keeps the configuration of the SMILES: enantiomers mirror */
+    featurize_seed(c, "C[C@H](N)C(=O)O", 3, &f);
+    featurize_seed(c, "C[C@@H](N)C(=O)O", 3, &g);
+    double vf = chiral_volume(&f), vg = chiral_volume(&g);
+    assert_true(fabs(vf) > 0.5 && fabs(vg) > 0.5);
+    assert_true(vf * vg < 0);
+    mm_chem_destroy(&c);
+
+    c = make_chem(0, 0);
+    featurize_seed(c, "CCO", 1, &f);
+    assert_int_equal(f.conf_ok, 0);
+    for (int i = 0; i < 3 * f.n_atoms; i++) assert_float_equal(f.xyz[i], 0, 0);
+    mm_chem_destroy(&c);
+    mm_mol_feat_free(&f);
+    mm_mol_feat_free(&g);
+}
+
+/* ---- images --------------------------------------------------------------------------- */
+
+static int non_white(const mm_mol_feat *f)
+{
+    int n = 0, plane = f->image_size * f->image_size;
+    for (int p = 0; p < plane; p++)
+        n += f->image[p] < 250 || f->image[plane + p] < 250 || f->image[2 * plane + p] < 250;
+    return n;
+}
+
+static void test_image(void **state)
+{
+    (void)state;
+    mm_chem *c = make_chem(0, 1);
+    mm_mol_feat a, b, a2;
+    mm_mol_feat_init(&a);
+    mm_mol_feat_init(&b);
+    mm_mol_feat_init(&a2);
+    featurize_ok(c, "CC(=O)Oc1ccccc1C(=O)O", &a);
+    featurize_ok(c, "Cn1cnc2c1c(=O)n(C)c(=O)n2C", &b);
+    assert_int_equal(a.image_size, 64);
+    assert_true(non_white(&a) > 100);
+    assert_true(non_white(&b) > 100);
+    assert_int_equal(a.image[0], 255); /* white background in the corner, all channels */
+    assert_int_equal(a.image[64 * 64], 255);
+    assert_int_equal(a.image[2 * 64 * 64], 255);
+    assert_memory_not_equal(a.image, b.image, 3 * 64 * 64);
+    /* colour: the red oxygens make R differ from B somewhere */
+    int coloured = 0;
+    for (int p = 0; p < 64 * 64; p++) coloured += abs((int)a.image[p] - (int)a.image[2 * 64 * 64 + p]) > 40;
+    assert_true(coloured > 5);
+    featurize_ok(c, "CCN", &a2);
+    featurize_ok(c, "OC(=O)c1ccccc1OC(C)=O", &a2); /* aspirin written differently */
+    assert_memory_equal(a2.image, a.image, 3 * 64 * 64);
+
+    /* bridged rings go through Open Babel's own layout */
+    long fb = mm_chem_layout_fallbacks(c);
+    featurize_ok(c, "C1CC2CCC1C2", &a2);
+    assert_int_equal(mm_chem_layout_fallbacks(c), fb + 1);
+    assert_true(non_white(&a2) > 50);
+
+    /* the fast layout handles nearly all drug-like molecules */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/data/pretrain/zinc250k.csv.gz", tu_shared_dir());
+    mm_table *t = NULL;
+    assert_int_equal(mm_table_open(path, NULL, &t), MM_OK);
+    mm_table_row row;
+    bool eof;
+    fb = mm_chem_layout_fallbacks(c);
+    int n = 0;
+    const char *png_dir = getenv("MMSA_CHEM_PNG_DIR"); /* debug: pictures to look at */
+    while (n < 200) {
+        assert_int_equal(mm_table_next(t, &row, &eof), MM_OK);
+        assert_false(eof);
+        featurize_ok(c, row.smiles, &a2);
+        assert_true(non_white(&a2) > 50);
+        if (png_dir && n < 16) {
+            char p[1024];
+            snprintf(p, sizeof p, "%s/zinc_%03d.png", png_dir, n);
+            assert_int_equal(mm_chem_write_png(a2.image, 64, 64, p), MM_OK);
+        }
+        n++;
+    }
+    mm_table_close(&t);
+    long used = mm_chem_layout_fallbacks(c) - fb;
+    printf("Open Babel layout needed for %ld of %d ZINC molecules\n", used, n);
+    assert_true(used < n / 10);
+
+    /* PNG output */
+    snprintf(path, sizeof path, "%s/aspirin.png", tu_tmpdir());
+    assert_int_equal(mm_chem_write_png(a.image, 64, 64, path), MM_OK);
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    unsigned char sig[8];
+    assert_int_equal(fread(sig, 1, 8, fp), 8);
+    fclose(fp);
+    assert_memory_equal(sig, "\x89PNG\r\n\x1a\n", 8);
+    assert_int_equal(mm_chem_write_png(a.image, 64, 64, "/nonexistent/dir/x.png"), MM_ERR_IO);
+    mm_error_clear();
+    mm_chem_destroy(&c);
+
+    /* configurable size */
+    mm_chem_opts o;
+    mm_chem_opts_default(&o);
+    o.conformer = 0;
+    o.image_size = 32;
+    assert_int_equal(mm_chem_create(&o, &c), MM_OK);
+    featurize_ok(c, "c1ccccc1", &b);
+    assert_int_equal(b.image_size, 32);
+    assert_true(non_white(&b) > 20);
+    mm_chem_destroy(&c);
+    mm_mol_feat_free(&a);
+    mm_mol_feat_free(&b);
+    mm_mol_feat_free(&a2);
+}
+
+/* ---- fingerprints --------------------------------------------------------------------- */
+
+static void test_fingerprint_packing(void **state)
+{
+    (void)state;
+    uint32_t words[64] = {0};
+    const int bits[] = {0, 9, 31, 32, 1000, 2047};
+    for (size_t k = 0; k < sizeof bits / sizeof *bits; k++) words[bits[k] / 32] |= 1u << (bits[k] % 32);
+    uint8_t out[256];
+    mm_chem_fp_pack_words(words, 2048, out);
+    assert_int_equal(out[0], 0x80);        /* bit 0: byte 0, mask 0x80 */
+    assert_int_equal(out[1], 0x40);        /* bit 9: byte 1, mask 0x40 */
+    assert_int_equal(out[3], 0x01 | 0x00); /* bit 31: byte 3, mask 0x01 */
+    assert_int_equal(out[4], 0x80);        /* bit 32 */
+    assert_int_equal(out[125], 0x80);      /* bit 1000 = 125 * 8 */
+    assert_int_equal(out[255], 0x01);      /* bit 2047 */
+    int set = 0;
+    for (int j = 0; j < 2048; j++) {
+        int want = 0;
+        for (size_t k = 0; k < sizeof bits / sizeof *bits; k++) want |= bits[k] == j;
+        assert_int_equal(mm_chem_fp_bit(out, j), want);
+        set += want;
+    }
+    assert_int_equal(set, 6);
+}
+
+static void test_fingerprint_similarity(void **state)
+{
+    (void)state;
+    mm_chem *c = make_chem(0, 0);
+    const char *smi[] = {"CCc1ccccc1", "CCCc1ccccc1", "OC1CCCCC1", "CC(=O)Oc1ccccc1C(=O)O", "OC(=O)c1ccccc1O",
+                         "Cn1cnc2c1c(=O)n(C)c(=O)n2C"};
+    uint8_t fp[6][MM_CHEM_FP_BYTES];
+    mm_mol_feat f;
+    mm_mol_feat_init(&f);
+    for (int i = 0; i < 6; i++) {
+        featurize_ok(c, smi[i], &f);
+        memcpy(fp[i], f.fingerprint, MM_CHEM_FP_BYTES);
+        int set = 0;
+        for (int j = 0; j < MM_CHEM_FP_BITS; j++) set += mm_chem_fp_bit(fp[i], j);
+        assert_true(set >= 3);
+    }
+    double ethyl_propyl = mm_chem_fp_tanimoto(fp[0], fp[1]), ethyl_cyclohexanol = mm_chem_fp_tanimoto(fp[0], fp[2]);
+    double aspirin_salicylic = mm_chem_fp_tanimoto(fp[3], fp[4]), aspirin_caffeine = mm_chem_fp_tanimoto(fp[3], fp[5]);
+    printf("Tanimoto: ethyl/propylbenzene %.2f, ethylbenzene/cyclohexanol %.2f, aspirin/salicylic acid %.2f, "
+           "aspirin/caffeine %.2f\n", ethyl_propyl, ethyl_cyclohexanol, aspirin_salicylic, aspirin_caffeine);
+    assert_true(ethyl_propyl > ethyl_cyclohexanol + 0.2);
+    assert_true(aspirin_salicylic > aspirin_caffeine + 0.2);
+    assert_float_equal(mm_chem_fp_tanimoto(fp[3], fp[3]), 1.0, 0);
+    /* input order does not matter */
+    featurize_ok(c, "c1ccccc1CC", &f);
+    assert_memory_equal(f.fingerprint, fp[0], MM_CHEM_FP_BYTES);
+    mm_chem_destroy(&c);
+
+    mm_chem_opts o;
+    mm_chem_opts_default(&o);
+    o.conformer = o.image = o.fingerprint = 0;
+    assert_int_equal(mm_chem_create(&o, &c), MM_OK);
+    featurize_ok(c, "CCc1ccccc1", &f);
+    for (int i = 0; i < MM_CHEM_FP_BYTES; i++) assert_int_equal(f.fingerprint[i], 0);
+    mm_chem_destroy(&c);
+    mm_mol_feat_free(&f);
+}
+
+/* ---- scaffolds -------------------------------------------------------------------------- */
+
+static void test_scaffold_examples(void **state)
+{
+    (void)state;
+    mm_chem *c = make_chem(0, 0);
+    /* input -> RDKit's MurckoScaffoldSmiles, written as any SMILES */
+    const char *cases[][2] = {
+        {"CC(=O)C1CCCCC1", "C1CCCCC1"},      /* side chain removed */
+        {"O=C1CCCCC1", "O=C1CCCCC1"},        /* exocyclic double bond kept */
+        {"CC=C1CCCC1", "C=C1CCCC1"},         /* ... but not what hangs from it */
+        {"Cn1ccnc1", "c1c[nH]cn1"},          /* aromatic N gets its H back */
+        {"OC(c1ccccc1)c1ccccc1", "c1ccc(Cc2ccccc2)cc1"}, /* linker kept, OH removed */
+        {"C[C@H]1CCCC[C@@H]1N", "C1CCCCC1"}, /* no stereo in scaffolds */
+        {"CCCC", ""},                         /* acyclic */
+    };
+    mm_mol_feat f, g;
+    mm_mol_feat_init(&f);
+    mm_mol_feat_init(&g);
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        featurize_ok(c, cases[k][0], &f);
+        if (!cases[k][1][0]) {
+            assert_string_equal(f.scaffold, "");
+            continue;
+        }
+        featurize_ok(c, cases[k][1], &g);
+        if (strcmp(f.scaffold, g.smiles) != 0)
+            fail_msg("scaffold of %s is %s, expected %s", cases[k][0], f.scaffold, g.smiles);
+    }
+    mm_mol_feat_free(&f);
+    mm_mol_feat_free(&g);
+    mm_chem_destroy(&c);
+}
+
+/* ---- SD records ------------------------------------------------------------------------- */
+
+static int cmp_rows(const void *a, const void *b) { return memcmp(a, b, 8); }
+
+/* Same atoms and bonds, ignoring chirality and bond stereo and the order. */
+static int same_graph(const mm_mol_feat *a, const mm_mol_feat *b)
+{
+    if (a->n_atoms != b->n_atoms || a->n_bonds != b->n_bonds) return 0;
+    int n = a->n_atoms;
+    uint8_t *ra = malloc((size_t)n * 8 + 1), *rb = malloc((size_t)n * 8 + 1);
+    for (int i = 0; i < n; i++)
+        for (int j = 0, k = 0; j < 9; j++) {
+            if (j == 1) continue;
+            ra[8 * i + k] = a->atom_feat[9 * i + j];
+            rb[8 * i + k] = b->atom_feat[9 * i + j];
+            k++;
+        }
+    qsort(ra, (size_t)n, 8, cmp_rows);
+    qsort(rb, (size_t)n, 8, cmp_rows);
+    int same = memcmp(ra, rb, (size_t)n * 8) == 0;
+    free(ra);
+    free(rb);
+    int ta[5] = {0}, tb[5] = {0};
+    for (int k = 0; k < a->n_bonds; k++) {
+        ta[a->bond_feat[3 * k]]++;
+        tb[b->bond_feat[3 * k]]++;
+    }
+    return same && memcmp(ta, tb, sizeof ta) == 0;
+}
+
+static void test_sdf_records(void **state)
+{
+    (void)state;
+    mm_chem *c = make_chem(1, 0);
+    mm_mol_feat f, g;
+    mm_mol_feat_init(&f);
+    mm_mol_feat_init(&g);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/data/spectra_3d/cascade_Exp5K_DFT.sdf.gz", tu_shared_dir());
+    mm_table *t = NULL;
+    assert_int_equal(mm_table_open(path, NULL, &t), MM_OK);
+    mm_table_row row;
+    bool eof;
+    int n = 0, same = 0, same_string = 0;
+    while (n < 40) {
+        assert_int_equal(mm_table_next(t, &row, &eof), MM_OK);
+        assert_false(eof);
+        mm_status st = mm_chem_featurize_sdf(c, row.record, (uint64_t)row.row, &f);
+        if (st != MM_OK) mm_error_print(stderr, -1);
+        assert_int_equal(st, MM_OK);
+        assert_int_equal(f.conf_ok, 1);
+        assert_int_equal(f.conf_from_input, 1); /* DFT coordinates kept */
+        for (int b = 0; b < f.n_bonds; b++) {
+            double d = dist3(f.xyz, f.bond_index[2 * b], f.bond_index[2 * b + 1]);
+            assert_true(d > 1.0 && d < 2.2);
+        }
+        assert_string_equal(row.item_names[0], "SMILES");
+        featurize_ok(c, row.item_values[0], &g);
+        /* the tags are written without stereo, the 3D structures have it: compare the
+         * graphs without chirality and bond stereo, order-free */
+        same_string += strcmp(f.smiles, g.smiles) == 0;
+        same += same_graph(&f, &g);
+        if (!same_graph(&f, &g)) printf("  3D %s vs tag %s\n", f.smiles, g.smiles);
+        if (n == 0) {
+            /* first record: 21 atoms, 2 of them H; the first heavy atom's coordinates */
+            assert_int_equal(f.n_atoms, 19);
+            int found = 0;
+            for (int i = 0; i < f.n_atoms; i++)
+                found |= fabsf(f.xyz[3 * i] + 3.3387f) < 1e-4f && fabsf(f.xyz[3 * i + 1]) < 1e-4f &&
+                         fabsf(f.xyz[3 * i + 2] - 0.15f) < 1e-4f;
+            assert_true(found);
+        }
+        n++;
+    }
+    mm_table_close(&t);
+    printf("CASCADE: %d of %d records give the molecule of their SMILES tag (%d the same string; the others "
+           "gain stereo from their 3D coordinates)\n", same, n, same_string);
+    assert_true(same >= n * 95 / 100);
+
+    /* a 2D record gets a built conformer */
+    snprintf(path, sizeof path, "%s/data/spectra_3d/cascade_NMR8K.sdf.gz", tu_shared_dir());
+    assert_int_equal(mm_table_open(path, NULL, &t), MM_OK);
+    assert_int_equal(mm_table_next(t, &row, &eof), MM_OK);
+    assert_int_equal(mm_chem_featurize_sdf(c, row.record, 0, &f), MM_OK);
+    assert_int_equal(f.conf_from_input, 0);
+    assert_int_equal(f.conf_ok, 1);
+    mm_table_close(&t);
+
+    assert_int_equal(mm_chem_featurize_sdf(c, "  \n", 0, &f), MM_ERR_CHEM);
+    assert_int_equal(f.reject, MM_CHEM_EMPTY);
+    mm_error_clear();
+    assert_int_equal(mm_chem_featurize_sdf(c, "not a molfile\nat all\n", 0, &f), MM_ERR_CHEM);
+    assert_true(f.reject == MM_CHEM_PARSE || f.reject == MM_CHEM_NO_HEAVY_ATOM);
+    mm_error_clear();
+    mm_mol_feat_free(&f);
+    mm_mol_feat_free(&g);
+    mm_chem_destroy(&c);
+}
+
+/* ---- allocation failures ---------------------------------------------------------------- */
+
+static void test_allocation_failures(void **state)
+{
+    (void)state;
+    assert_int_equal(mm_chem_init(), MM_OK);
+    size_t base = mm_alloc_live_bytes();
+    int failures = 0;
+    for (int k = 1; k < 60; k++) {
+        mm_chem_opts o;
+        mm_chem_opts_default(&o);
+        o.conformer = 0;
+        mm_chem *c = NULL;
+        mm_mol_feat f;
+        mm_mol_feat_init(&f);
+        tu_fail_alloc_after(k);
+        mm_status st = mm_chem_create(&o, &c);
+        if (st == MM_OK) st = mm_chem_featurize_smiles(c, "CC(=O)Oc1ccccc1C(=O)O", 0, &f);
+        if (st == MM_OK) st = mm_chem_featurize_smiles(c, "C1CCC2(CC1)OCCO2", 0, &f);
+        tu_fail_alloc_after(0);
+        if (st == MM_ERR_NOMEM) failures++;
+        else assert_int_equal(st, MM_OK);
+        mm_error_clear();
+        mm_mol_feat_free(&f);
+        mm_chem_destroy(&c);
+        assert_int_equal(mm_alloc_live_bytes(), base);
+    }
+    assert_true(failures > 5);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -411,6 +815,13 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hydrogens_become_counts),
         cmocka_unit_test(test_bad_input_rejects),
         cmocka_unit_test(test_parity_with_rdkit),
+        cmocka_unit_test(test_conformer),
+        cmocka_unit_test(test_image),
+        cmocka_unit_test(test_fingerprint_packing),
+        cmocka_unit_test(test_fingerprint_similarity),
+        cmocka_unit_test(test_scaffold_examples),
+        cmocka_unit_test(test_sdf_records),
+        cmocka_unit_test(test_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

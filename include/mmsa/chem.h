@@ -26,12 +26,16 @@
  *   the remaining known differences and the choices made).
  * - Conformer: Open Babel's builder, then MMFF94 (UFF when MMFF94 has no parameters),
  *   conjugate gradients for at most ff_steps steps; the random numbers the builder draws
- *   are seeded with the per-molecule seed, so the same molecule and seed give the same
- *   coordinates. A failure sets conf_ok = 0 and zero coordinates; the molecule is kept.
+ *   are seeded with the per-molecule seed and the build starts from the canonical SMILES,
+ *   so the same molecule and seed give the same coordinates whatever came before
+ *   (with ff_threads = 1; OpenMP reductions over several threads may differ in the
+ *   last bits). A failure sets conf_ok = 0 and zero coordinates; the molecule is kept.
  *   An SD record with 3D coordinates keeps its own (heavy-atom) coordinates.
  * - Image: Open Babel's depiction (OBDepict) painted with cairo into memory, RGB on
  *   white, channel-first [3, H, W], H = W = image_size. Deterministic: the same molecule
- *   gives identical bytes.
+ *   gives identical bytes. 2D coordinates come from a fast built-in layout (regular ring
+ *   polygons, zigzag chains, double bonds with their cis/trans configuration), or from
+ *   Open Babel's own layout for bridged ring systems and crowded drawings.
  * - Fingerprint: Open Babel's ECFP4 folded to 2048 bits, packed MSB-first: bit j is
  *   byte j / 8, mask 0x80 >> (j % 8) (numpy.packbits order).
  * - Scaffold: RDKit's MurckoScaffoldSmiles rule (ring systems, linkers, atoms doubly
@@ -80,8 +84,12 @@ const char *mm_chem_reject_name(mm_chem_reject r); /* "empty", "parse", ... */
 typedef struct mm_chem_opts {
     int max_atoms;     /* heavy-atom limit (default 200) */
     int conformer;     /* 1: build a 3D conformer (default 1) */
-    int ff_steps;      /* force-field conjugate-gradient steps (default 250) */
-    int keep_input_3d; /* 1: an SD record with 3D coordinates keeps them (default 1) */
+    int ff_steps;      /* force-field conjugate-gradient steps (default 100: ~1 ms each) */
+    int ff_threads;    /* OpenMP threads of Open Babel's force fields (default 1: one rank per
+                          core; 0 leaves the OpenMP setting of the process alone). Note: this
+                          sets the process's OpenMP thread count (omp_set_num_threads). */
+    int keep_input_3d; /* 1: an SD record with 3D coordinates keeps them (default 1); a record
+                          with all z = 0 and drawing-sized bonds counts as 2D whatever its header */
     int image;         /* 1: render the depiction (default 1) */
     int image_size;    /* H = W in pixels, 16..1024 (default 64) */
     int fingerprint;   /* 1: ECFP4 (default 1) */
@@ -154,6 +162,9 @@ void mm_chem_fp_pack_words(const uint32_t *words, int nbits, uint8_t *out);
  * [0] parse + canonical SMILES + graph, [1] conformer, [2] image, [3] fingerprint,
  * [4] scaffold. */
 void mm_chem_stage_seconds(const mm_chem *c, double out[5]);
+/* Molecules whose depiction needed Open Babel's slower 2D layout (bridged rings, crowded
+ * drawings) instead of the fast one (src/chem/layout2d.c). */
+long mm_chem_layout_fallbacks(const mm_chem *c);
 
 #ifdef __cplusplus
 }

@@ -120,9 +120,14 @@ mm_status mm_cg_murcko(const mm_cgraph *g, mm_arena *arena, uint8_t *keep, int *
 /* ---- 2D layout (layout2d.c) ------------------------------------------------------------ */
 
 /* Depiction coordinates (bond length 1) for the graph, or MM_ERR_CHEM with a reason
- * when the ring systems are beyond the simple layout (bridged rings), so the caller can
- * use Open Babel's own layout instead. xy: [n_atoms, 2]. */
-mm_status mm_layout2d(const mm_cgraph *g, mm_arena *arena, double *xy);
+ * when the molecule is beyond this simple layout (bridged ring systems, collisions it
+ * cannot remove), so the caller can use Open Babel's own layout instead.
+ * Rings: the atoms of ring r are ring_atoms[ring_start[r] .. ring_start[r+1]-1] (a smallest
+ * set of smallest rings, any order within a ring). cis_trans: n_cis_trans rows
+ * (u, a, b, v, want_cis) for double bonds a=b with neighbours u of a and v of b.
+ * xy: [n_atoms, 2]. */
+mm_status mm_layout2d(const mm_cgraph *g, const int *ring_start, const int *ring_atoms, int n_rings,
+                      const int *cis_trans, int n_cis_trans, mm_arena *arena, double *xy);
 
 #ifdef __cplusplus
 }

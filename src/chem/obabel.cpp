@@ -11,6 +11,7 @@ extern "C" {
 
 #include <cairo.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ extern "C" {
 #include <openbabel/mol.h>
 #include <openbabel/obconversion.h>
 #include <openbabel/oberror.h>
+#include <openbabel/ring.h>
 #include <openbabel/obiter.h>
 #include <openbabel/stereo/cistrans.h>
 #include <openbabel/stereo/stereo.h>
@@ -57,6 +59,18 @@ using namespace OpenBabel;
 extern "C" {
 const int mm_chem_atom_vocab[MM_CHEM_ATOM_FEATS] = {119, 5, 12, 12, 10, 6, 6, 2, 2};
 const int mm_chem_bond_vocab[MM_CHEM_BOND_FEATS] = {5, 6, 2};
+}
+
+/* LeakSanitizer (make asan): leaks that are not ours. Open Babel's builder drops the
+ * stereo objects CisTransFrom3D / TetrahedralFrom3D return (OBBuilder::CorrectStereo*,
+ * ~100 bytes per stereo molecule), and fontconfig keeps its cache for the process. */
+extern "C" __attribute__((used)) const char *__lsan_default_suppressions(void)
+{
+    return "leak:OpenBabel::CisTransFrom3D\n"
+           "leak:OpenBabel::TetrahedralFrom3D\n"
+           "leak:OpenBabel::OBTetraPlanarStereo::ToConfig\n"
+           "leak:libopenbabel.so\n"
+           "leak:libfontconfig.so\n";
 }
 
 /* ---- process-wide Open Babel setup ----------------------------------------------------- */
@@ -147,6 +161,13 @@ static mm_status init_impl()
                           "to the directory holding smilesformat.so and BABEL_DATADIR to the one holding mmff94.ff");
             return e;
         }
+    /* The builder draws from a function-local static generator that seeds itself from
+     * the clock when first constructed; construct it now, so that every later build
+     * (after our srand) is reproducible, the first one included. */
+    {
+        vector3 warm;
+        warm.randomUnitVector();
+    }
     snprintf(g_version, sizeof g_version, "mmsa-chem %d (Open Babel %s)", MM_CHEM_FEATURIZER_VERSION, BABEL_VERSION);
     g_init_done = true;
     return MM_OK;
@@ -191,7 +212,8 @@ extern "C" void mm_chem_opts_default(mm_chem_opts *o)
     memset(o, 0, sizeof *o);
     o->max_atoms = 200;
     o->conformer = 1;
-    o->ff_steps = 250;
+    o->ff_steps = 100;
+    o->ff_threads = 1;
     o->keep_input_3d = 1;
     o->image = 1;
     o->image_size = 64;
@@ -349,6 +371,7 @@ struct mm_chem {
     mm_arena arena;
     bool arena_ok = false;
     double seconds[5] = {0, 0, 0, 0, 0};
+    long layout_fallbacks = 0; /* molecules drawn with Open Babel's mcdl layout */
 };
 
 static double now_s()
@@ -367,6 +390,20 @@ static void apply_log_level(int ob_log)
         obErrorLog.SetOutputStream(&std::cerr);
         obErrorLog.SetOutputLevel(ob_log == 1 ? obError : obWarning);
     }
+}
+
+/* Open Babel's force fields are compiled with OpenMP and, left alone, start one thread
+ * per core per rank; with P ranks on P cores those threads spin-wait on each other and a
+ * conformer took ~10x longer (measured: 89% of the time in libgomp). The thread count is
+ * set through libgomp, which the force-field plugin has already loaded. */
+static void set_ff_threads(int n)
+{
+    if (n <= 0) return;
+    void *h = dlopen("libgomp.so.1", RTLD_LAZY | RTLD_NOLOAD);
+    if (!h) return; /* Open Babel built without OpenMP: nothing to limit */
+    void (*set)(int) = (void (*)(int))dlsym(h, "omp_set_num_threads");
+    if (set) set(n);
+    dlclose(h);
 }
 
 static mm_status create_impl(const mm_chem_opts *o, mm_chem **out)
@@ -411,6 +448,7 @@ static mm_status create_impl(const mm_chem_opts *o, mm_chem **out)
                                                   opts.image_size, opts.image_size));
     }
     apply_log_level(opts.ob_log);
+    if (opts.conformer) set_ff_threads(opts.ff_threads);
     *out = c;
     return MM_OK;
 }
@@ -442,6 +480,8 @@ extern "C" void mm_chem_stage_seconds(const mm_chem *c, double out[5])
 {
     for (int i = 0; i < 5; i++) out[i] = c->seconds[i];
 }
+
+extern "C" long mm_chem_layout_fallbacks(const mm_chem *c) { return c->layout_fallbacks; }
 
 /* ---- result buffers ------------------------------------------------------------------- */
 
@@ -704,11 +744,63 @@ static mm_status do_scaffold(mm_chem *c, const mm_cgraph *g, mm_mol_feat *f)
     return set_string(&f->scaffold, &f->cap_scaffold, s.c_str());
 }
 
-static mm_status do_image(mm_chem *c, const OBMol &mol, mm_mol_feat *f)
+/* 2D coordinates for the canonical molecule (atom i + 1 = local atom i): our fast layout,
+ * or Open Babel's mcdl layout when ours declines (bridged rings, unresolved clashes). */
+static mm_status layout(mm_chem *c, OBMol &m2, const mm_cgraph *g)
+{
+    int n = g->n_atoms;
+    std::vector<int> ring_start(1, 0), ring_atoms;
+    std::vector<OBRing *> sssr = m2.GetSSSR();
+    for (OBRing *r : sssr) {
+        for (int a : r->_path) ring_atoms.push_back(a - 1);
+        ring_start.push_back((int)ring_atoms.size());
+    }
+    /* double bonds drawn with their configuration: (u, a, b, v, u and v cis?) */
+    std::vector<int> ct;
+    OBStereoFacade facade(&m2);
+    FOR_BONDS_OF_MOL (b, m2) {
+        if (b->GetBondOrder() != 2 || b->IsAromatic() || !facade.HasCisTransStereo(b->GetId())) continue;
+        OBCisTransStereo *st = facade.GetCisTransStereo(b->GetId());
+        if (!st || !st->GetConfig().specified) continue;
+        OBCisTransStereo::Config cfg = st->GetConfig();
+        unsigned long u = OBStereo::NoRef, v = OBStereo::NoRef;
+        for (int k = 0; k < 4; k++) {
+            unsigned long r = cfg.refs[k];
+            if (r == OBStereo::ImplicitRef || r == OBStereo::NoRef) continue;
+            OBAtom *at = m2.GetAtomById(r);
+            if (!at) continue;
+            if (u == OBStereo::NoRef && m2.GetBond(at, m2.GetAtomById(cfg.begin))) u = r;
+            else if (v == OBStereo::NoRef && m2.GetBond(at, m2.GetAtomById(cfg.end))) v = r;
+        }
+        if (u == OBStereo::NoRef || v == OBStereo::NoRef) continue;
+        ct.push_back((int)m2.GetAtomById(u)->GetIdx() - 1);
+        ct.push_back((int)m2.GetAtomById(cfg.begin)->GetIdx() - 1);
+        ct.push_back((int)m2.GetAtomById(cfg.end)->GetIdx() - 1);
+        ct.push_back((int)m2.GetAtomById(v)->GetIdx() - 1);
+        ct.push_back(st->IsCis(u, v) ? 1 : 0);
+    }
+    double *xy;
+    MM_CALL(mm_arena_alloc(&c->arena, (size_t)(n + 1) * 2 * sizeof(double), (void **)&xy));
+    mm_status st = mm_layout2d(g, ring_start.data(), ring_atoms.data(), (int)sssr.size(), ct.data(),
+                               (int)(ct.size() / 5), &c->arena, xy);
+    if (st == MM_OK) {
+        for (int i = 0; i < n; i++) m2.GetAtom(i + 1)->SetVector(xy[2 * i], xy[2 * i + 1], 0.0);
+    } else if (st == MM_ERR_CHEM) {
+        if (getenv("MMSA_DEBUG_LAYOUT")) fprintf(stderr, "layout fallback: %s\n", mm_error_message());
+        mm_error_clear();
+        c->layout_fallbacks++;
+        generateDiagram(&m2);
+    } else {
+        return st;
+    }
+    m2.SetDimension(2);
+    return MM_OK;
+}
+
+static mm_status do_image(mm_chem *c, const OBMol &mol, const mm_cgraph *g, mm_mol_feat *f)
 {
     OBMol m2(mol);
-    generateDiagram(&m2);
-    m2.SetDimension(2);
+    MM_CALL(layout(c, m2, g));
     OBDepict depict(c->painter);
     if (!depict.DrawMolecule(&m2))
         return MM_ERR(MM_ERR_CHEM, "Open Babel could not depict '%s'", f->smiles);
@@ -728,7 +820,8 @@ static unsigned int mix_seed(uint64_t seed)
     return (unsigned int)(seed ^ (seed >> 31));
 }
 
-static void do_conformer(mm_chem *c, const OBMol &mol, const graph_build &gb, uint64_t seed, mm_mol_feat *f)
+/* mol: the canonical molecule (atom i + 1 is local atom i). */
+static void do_conformer(mm_chem *c, const OBMol &mol, uint64_t seed, mm_mol_feat *f)
 {
     int n = f->n_atoms;
     memset(f->xyz, 0, (size_t)n * 3 * sizeof(float));
@@ -750,9 +843,10 @@ static void do_conformer(mm_chem *c, const OBMol &mol, const graph_build &gb, ui
     ff->SetLogLevel(OBFF_LOGLVL_NONE);
     if (c->o.ff_steps > 0) ff->ConjugateGradients(c->o.ff_steps, 1e-6);
     ff->GetCoordinates(m3);
+
     double spread = 0;
     for (int i = 0; i < n; i++) {
-        OBAtom *a = m3.GetAtom(gb.order[i]);
+        OBAtom *a = m3.GetAtom(i + 1);
         if (!a) return;
         vector3 v = a->GetVector();
         if (!std::isfinite(v.x()) || !std::isfinite(v.y()) || !std::isfinite(v.z())) {
@@ -812,6 +906,7 @@ static mm_status featurize_mol(mm_chem *c, OBMol &mol, const char *what, uint64_
 
     mm_smi_graph sg;
     mm_status st = mm_smiles_scan(f->smiles, &c->arena, &sg);
+    if (st != MM_OK && st != MM_ERR_CHEM) return st;
     if (st != MM_OK) {
         std::string msg = mm_error_message();
         mm_error_clear();
@@ -917,11 +1012,28 @@ static mm_status featurize_mol(mm_chem *c, OBMol &mol, const char *what, uint64_
     }
     f->n_atoms = n;
     f->n_bonds = g.n_bonds;
+
+    /* Open Babel's atom order for symmetry-equivalent atoms is not reproducible from run
+     * to run (it changes after the builder has run, even for the same input), so
+     * everything that depends on more than the graph -- the 3D build and the 2D layout --
+     * starts from the canonical SMILES itself, whose atom order is the string's. */
+    OBMol canon;
+    if ((c->o.conformer && !input3d) || c->o.image) {
+        if (!c->in_smi.ReadString(&canon, f->smiles) || (int)canon.NumAtoms() != n)
+            return reject(f, MM_CHEM_INCONSISTENT, "Open Babel cannot read back its SMILES '%s'", f->smiles);
+        for (int i = 0; i < n; i++)
+            if ((int)canon.GetAtom(i + 1)->GetAtomicNum() != g.atoms[i].z)
+                return reject(f, MM_CHEM_INCONSISTENT, "reading back '%s' changed atom %d", f->smiles, i);
+    }
+
     double t1 = now_s();
     c->seconds[0] += t1 - t0;
 
     memset(f->xyz, 0, (size_t)n * 3 * sizeof(float));
     if (input3d) {
+        /* atoms that are symmetry-equivalent in the graph may swap coordinates between runs
+         * (see above): a relabelling by a graph automorphism, invisible to any model that
+         * is invariant to atom permutations */
         for (int i = 0; i < n; i++) {
             vector3 v = mol.GetAtom(gb.order[i])->GetVector();
             f->xyz[3 * i] = (float)v.x();
@@ -931,12 +1043,12 @@ static mm_status featurize_mol(mm_chem *c, OBMol &mol, const char *what, uint64_
         f->conf_ok = 1;
         f->conf_from_input = 1;
     } else if (c->o.conformer) {
-        do_conformer(c, mol, gb, seed, f);
+        do_conformer(c, canon, seed, f);
     }
     double t2 = now_s();
     c->seconds[1] += t2 - t1;
 
-    if (c->o.image) MM_CALL(do_image(c, mol, f));
+    if (c->o.image) MM_CALL(do_image(c, canon, &g, f));
     double t3 = now_s();
     c->seconds[2] += t3 - t2;
     if (c->o.fingerprint) MM_CALL(do_fingerprint(c, mol, f));
@@ -982,7 +1094,9 @@ static mm_status smiles_impl(mm_chem *c, const char *smiles, uint64_t seed, mm_m
     /* Open Babel forgives some broken SMILES (an unclosed '(' is dropped); our own scan
      * of the syntax does not, as RDKit does not. */
     mm_smi_graph syntax;
-    if (mm_smiles_scan(in.c_str(), &c->arena, &syntax) != MM_OK) {
+    mm_status sst = mm_smiles_scan(in.c_str(), &c->arena, &syntax);
+    if (sst != MM_OK && sst != MM_ERR_CHEM) return sst;
+    if (sst != MM_OK) {
         std::string msg = mm_error_message();
         mm_error_clear();
         return reject(f, MM_CHEM_PARSE, "%s", msg.c_str());
@@ -1024,9 +1138,17 @@ static mm_status sdf_impl(mm_chem *c, const char *record, uint64_t seed, mm_mol_
     }
     bool input3d = false;
     if (c->o.keep_input_3d && mol.GetDimension() == 3) {
-        double spread = 0;
-        FOR_ATOMS_OF_MOL (a, mol) spread += fabs(a->GetX()) + fabs(a->GetY()) + fabs(a->GetZ());
-        input3d = spread > 1e-3;
+        /* Files label flat drawings "3D" too (CASCADE's NMR8K, bonds ~0.8 long): a flat
+         * record counts as 3D only if its bonds have real lengths (median 1.1-1.8 A), as a
+         * planar molecule optimised in the xy plane has. */
+        double zspread = 0;
+        FOR_ATOMS_OF_MOL (a, mol) zspread += fabs(a->GetZ());
+        std::vector<double> len;
+        FOR_BONDS_OF_MOL (b, mol)
+            if (b->GetBeginAtom()->GetAtomicNum() > 1 && b->GetEndAtom()->GetAtomicNum() > 1) len.push_back(b->GetLength());
+        std::sort(len.begin(), len.end());
+        double med = len.empty() ? 0 : len[len.size() / 2];
+        input3d = zspread > 1e-3 || (med > 1.1 && med < 1.8);
     }
     return featurize_mol(c, mol, what.c_str(), seed, input3d, f);
 }
