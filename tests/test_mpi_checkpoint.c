@@ -423,7 +423,7 @@ static void test_rank_count_change(void **state)
     path_of(dirw, sizeof dirw, "fromall");
     MPI_Comm sub;
     assert_int_equal(MPI_Comm_split(MPI_COMM_WORLD, D.rank == 0 ? 0 : MPI_UNDEFINED, 0, &sub), MPI_SUCCESS);
-    mm_dist sd = {MPI_COMM_NULL, 0, 0};
+    mm_dist sd = {.comm = MPI_COMM_NULL};
     model w, r;
     if (D.rank == 0) {
         assert_int_equal(mm_dist_init(&sd, sub), MM_OK);
