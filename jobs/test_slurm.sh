@@ -109,7 +109,7 @@ chmod 700 "$scratch"
 mkdir -p "$scratch/state" "$scratch/spool" "$scratch/munge"
 chmod 700 "$scratch/munge"
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 mem_mb=$(awk '/MemTotal/ { printf "%d", $2 / 1024 * 0.9 }' /proc/meminfo)
 
 # munge: a 1024-byte random key of our own, mode 400, and our own socket (--force: as root)
