@@ -39,7 +39,7 @@
 #include "mmsa/job.h" /* mm_knn_backend */
 
 typedef struct mm_knn_opts {
-    size_t tile_bytes; /* bound on the similarity block a rank holds at once; 0 = 32 MiB */
+    size_t tile_bytes; /* bound on the similarity block a rank holds at once; 0 = 8 MiB */
     int block;         /* ScaLAPACK block size (rows and columns); 0 = chosen from N and the grid */
 } mm_knn_opts;
 

@@ -13,9 +13,10 @@
  * So |g - s| <= delta = (gamma_f + gamma_d) B^2. Let G be the k-th largest g of a row
  * (self excluded). k columns have g >= G, hence s >= G - delta, so the k-th largest s
  * is >= G - delta, and every column of the true top k has g >= s - delta >= G - 2 delta.
- * The running G only grows as columns are seen, so testing each column against the
- * running G - 2 delta lets every true neighbour through, in any column order: the top k
- * of the columns scored exactly is the true top k. */
+ * The running G (over the columns seen so far; knn_scan sees a whole run of GEMM values
+ * before it tests them) only grows, so testing each column against the running
+ * G - 2 delta lets every true neighbour through, in any column order: the top k of the
+ * columns scored exactly is the true top k. */
 #include "mmsa/knn.h"
 
 #include <math.h>
@@ -26,7 +27,7 @@
 #include "mmsa/blas.h"
 
 #define KNN_TAG 7301
-#define KNN_DEFAULT_TILE ((size_t)32 << 20)
+#define KNN_DEFAULT_TILE ((size_t)8 << 20)
 
 const char *mm_knn_backend_name(mm_knn_backend b)
 {
@@ -109,9 +110,10 @@ mm_status knn_rows_init(knn_rows *s, knn_mem *m, int64_t n, int k, int64_t dim, 
     MM_CALL(knn_alloc(m, nk * sizeof(double), (void **)&s->es));
     MM_CALL(knn_alloc(m, nk * sizeof(int64_t), (void **)&s->ej));
     MM_CALL(knn_alloc(m, (size_t)n * sizeof(int), (void **)&s->have));
+    MM_CALL(knn_alloc(m, (size_t)n * sizeof(int), (void **)&s->seen));
     MM_CALL(knn_alloc(m, (size_t)n * sizeof(float), (void **)&s->thr));
     for (int64_t i = 0; i < n; i++) {
-        s->have[i] = 0;
+        s->have[i] = s->seen[i] = 0;
         s->thr[i] = -INFINITY;
     }
     return MM_OK;
@@ -125,37 +127,23 @@ void knn_rows_free(knn_rows *s, knn_mem *m)
     knn_free(m, &s->es, nk * sizeof(double));
     knn_free(m, &s->ej, nk * sizeof(int64_t));
     knn_free(m, &s->have, (size_t)s->n * sizeof(int));
+    knn_free(m, &s->seen, (size_t)s->n * sizeof(int));
     knn_free(m, &s->thr, (size_t)s->n * sizeof(float));
 }
 
-/* Column j (GEMM value v, normalised row xj) passed the threshold of row i. */
-static void knn_offer(knn_rows *s, int64_t i, float v, int64_t j, const float *xj)
+/* Row i has seen GEMM value v: keep the k largest and the threshold they imply. */
+static inline void knn_see(knn_rows *s, int64_t i, float v)
 {
-    int k = s->k, h = s->have[i];
+    int k = s->k, h = s->seen[i];
     float *gk = s->gk + i * k;
-    double *es = s->es + i * k;
-    int64_t *ej = s->ej + i * k;
-    if (h < k || v > gk[k - 1]) {
-        int pos = h < k ? h : k - 1;
-        while (pos > 0 && v > gk[pos - 1]) {
-            gk[pos] = gk[pos - 1];
-            pos--;
-        }
-        gk[pos] = v;
+    if (h == k && !(v > gk[k - 1])) return;
+    int pos = h < k ? h : k - 1;
+    while (pos > 0 && v > gk[pos - 1]) {
+        gk[pos] = gk[pos - 1];
+        pos--;
     }
-    double e = mm_knn_dot(s->q + i * s->dim, xj, s->dim);
-    s->rescored++;
-    if (h < k || before(e, j, es[k - 1], ej[k - 1])) {
-        int pos = h < k ? h : k - 1;
-        while (pos > 0 && before(e, j, es[pos - 1], ej[pos - 1])) {
-            es[pos] = es[pos - 1];
-            ej[pos] = ej[pos - 1];
-            pos--;
-        }
-        es[pos] = e;
-        ej[pos] = j;
-    }
-    if (h < k) s->have[i] = ++h;
+    gk[pos] = v;
+    if (h < k) s->seen[i] = ++h;
     if (h == k) {
         double t = (double)gk[k - 1] - s->margin;
         float ft = (float)t;
@@ -164,17 +152,47 @@ static void knn_offer(knn_rows *s, int64_t i, float v, int64_t j, const float *x
     }
 }
 
+/* Column j (normalised row xj) passed the threshold of row i: score it exactly. */
+static void knn_rescore(knn_rows *s, int64_t i, int64_t j, const float *xj)
+{
+    int k = s->k, h = s->have[i];
+    double *es = s->es + i * k;
+    int64_t *ej = s->ej + i * k;
+    double e = mm_knn_dot(s->q + i * s->dim, xj, s->dim);
+    s->rescored++;
+    if (h == k && !before(e, j, es[k - 1], ej[k - 1])) return;
+    int pos = h < k ? h : k - 1;
+    while (pos > 0 && before(e, j, es[pos - 1], ej[pos - 1])) {
+        es[pos] = es[pos - 1];
+        ej[pos] = ej[pos - 1];
+        pos--;
+    }
+    es[pos] = e;
+    ej[pos] = j;
+    if (h < k) s->have[i] = h + 1;
+}
+
 void knn_scan(knn_rows *s, int64_t i, const float *g, int64_t gstride, int64_t ncols, int64_t j0,
               const float *x, int64_t ldx)
 {
-    float thr = s->thr[i];
+    /* Two passes: the GEMM values of the whole run first, so the threshold is already
+     * that of every column seen so far when the exact scores are computed (a few per
+     * row instead of k log(N / k) for a threshold that rises column by column). */
     int64_t self = s->gid[i];
+    const float *kth = s->gk + i * s->k + s->k - 1;
+    float last = s->seen[i] == s->k ? *kth : -INFINITY; /* in a register: the loop is one compare */
     for (int64_t c = 0; c < ncols; c++) {
         float v = g[c * gstride];
-        if (!(v >= thr)) continue;
-        if (j0 + c == self) continue;
-        knn_offer(s, i, v, j0 + c, x + c * ldx);
-        thr = s->thr[i];
+        if (v > last && j0 + c != self) {
+            knn_see(s, i, v);
+            last = s->seen[i] == s->k ? *kth : -INFINITY;
+        }
+    }
+    float thr = s->thr[i];
+    for (int64_t c = 0; c < ncols; c++) {
+        float v = g[c * gstride];
+        if (!(v >= thr) || j0 + c == self) continue;
+        knn_rescore(s, i, j0 + c, x + c * ldx);
     }
 }
 

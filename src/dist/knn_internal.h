@@ -17,9 +17,9 @@ mm_status knn_alloc(knn_mem *m, size_t bytes, void **out);
 /* Frees and NULLs *p (of `bytes` bytes, as allocated); NULL is fine. */
 void knn_free(knn_mem *m, void *pp, size_t bytes);
 
-/* Running search of n query rows. Two lists per row, both of length have[i] <= k:
- * the largest GEMM values seen (they set the rescoring threshold) and the best exact
- * scores with their global indices (the answer). */
+/* Running search of n query rows. Two lists per row: the largest GEMM values seen
+ * (seen[i] <= k of them; they set the rescoring threshold) and the best exact scores
+ * with their global indices (have[i] <= k; the answer). */
 typedef struct knn_rows {
     int64_t n;
     int k;
@@ -29,7 +29,8 @@ typedef struct knn_rows {
     float *gk;       /* [n, k] largest GEMM values, descending */
     double *es;      /* [n, k] exact scores of the best, in rank order */
     int64_t *ej;     /* [n, k] their global indices */
-    int *have;       /* [n] entries filled */
+    int *seen;       /* [n] entries of gk filled */
+    int *have;       /* [n] entries of es, ej filled */
     float *thr;      /* [n] rescore a column when its GEMM value >= thr: -inf until k are
                         seen, then gk[k-1] - margin rounded down */
     double margin;   /* 2 delta, delta bounding |GEMM value - exact score| */
