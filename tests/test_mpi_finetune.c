@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "mmsa/alloc.h"
 #include "mmsa/checkpoint.h"
 #include "mmsa/finetune.h"
 #include "mmsa/job.h"
@@ -377,8 +378,10 @@ static void test_bad_labels(void **state)
     mm_ft_result res;
     job_defaults(&job, "badlab");
     snprintf(job.data.csv, sizeof job.data.csv, "%s", csv);
+    size_t live = mm_alloc_live_bytes();
     mm_status st = run_job(&job, &WORLD, MM_FT_PREPARE_ONLY, &res);
     assert_int_equal(st, MM_ERR_FORMAT);
+    assert_int_equal(mm_alloc_live_bytes(), live); /* also on failure */
     const char *msg = mm_error_message();
     if (WORLD.rank == 0) printf("bad labels reported as:\n%s\n", msg);
     assert_non_null(strstr(msg, "2 bad label cells"));
@@ -433,9 +436,11 @@ static void test_regression_run(void **state)
     job.train.seeds = 2;
     job.model.head = MM_FT_HEAD_MLP;
     job.model.head_hidden = 32;
+    size_t live = mm_alloc_live_bytes();
     mm_status st = run_job(&job, &WORLD, 0, &res);
     if (st) mm_error_print(stderr, WORLD.rank);
     assert_int_equal(st, MM_OK);
+    assert_int_equal(mm_alloc_live_bytes(), live); /* the run frees everything it allocated */
     assert_string_equal(res.metric, "rmse");
     assert_int_equal(res.n_seeds, 2);
     assert_int_equal(res.n_split[0], 96);

@@ -1010,14 +1010,14 @@ static void free_run(ft_run *r)
     if (r->log) fclose(r->log);
     mm_molset_free(&r->all);
     mm_molset_free(&r->ms);
-    mm_split_free(&r->split);
     mm_tape_destroy(&r->tape);
     size_t ny = fbytes(r->n * r->T);
     if (r->y) mm_free_sized(r->y, ny);
     if (r->target) mm_free_sized(r->target, ny);
     if (r->counts) mm_free_sized(r->counts, (size_t)r->d->size * sizeof(int64_t));
-    if (r->perm) mm_free_sized(r->perm, (size_t)(r->split.n[0] ? r->split.n[0] : 1) * sizeof(int64_t));
-    /* sizes of the prediction buffers are kept in the split, freed before it */
+    /* the split holds the sizes of perm (and of the prediction buffers): free it last */
+    if (r->perm) mm_free_sized(r->perm, (size_t)r->split.n[0] * sizeof(int64_t));
+    mm_split_free(&r->split);
     mm_dist_destroy(&r->self);
 }
 
@@ -1114,7 +1114,6 @@ static mm_status run(ft_run *r, unsigned flags, mm_ft_result *res)
     MM_CALL(resolve_model(r, res));
     MM_CALL(mm_tape_init(&r->tape, 16u << 20));
     MM_CALL(mm_molset_init(&r->ms, &(mm_molset_opts){0, 0, 0, 0, NULL}));
-    MM_CALL(alloc_buffers(r));
     double train_s = 0, eval_s = 0;
     int64_t n_epochs = 0;
     res->n_seeds = job->train.seeds;
@@ -1124,14 +1123,10 @@ static mm_status run(ft_run *r, unsigned flags, mm_ft_result *res)
                 (long long)r->n, (long long)r->split.n[0], (long long)r->split.n[1], (long long)r->split.n[2], r->T,
                 r->T == 1 ? "" : "s", job->model.init, job->train.seeds, job->train.seeds == 1 ? "" : "s", job->train.epochs,
                 d->size, d->size == 1 ? "" : "s", res->encoder_from);
-    for (int si = 0; si < job->train.seeds; si++) {
-        st = run_seed(r, si, res, &train_s, &eval_s, &n_epochs);
-        if (st != MM_OK) {
-            free_buffers(r);
-            MM_CALL(st);
-        }
-    }
+    st = alloc_buffers(r);
+    for (int si = 0; st == MM_OK && si < job->train.seeds; si++) st = run_seed(r, si, res, &train_s, &eval_s, &n_epochs);
     free_buffers(r);
+    MM_CALL(st);
     res->epoch_seconds = n_epochs ? train_s / (double)n_epochs : 0;
     res->eval_seconds = n_epochs ? eval_s / (double)n_epochs : 0;
     summarise(res);
