@@ -85,6 +85,7 @@ typedef struct mm_model {
     float *buffers;          /* BatchNorm running statistics, one allocation */
     size_t n_buffers;
     int64_t bn_batches;      /* num_batches_tracked */
+    int knn_backend;         /* mm_knn_backend for the hypergraph (job key dist.knn_backend) */
     float rbf_gamma;         /* 0.5 / spacing^2 */
 } mm_model;
 

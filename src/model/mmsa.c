@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "mmsa/index_ops.h"
+#include "mmsa/knn.h"
 #include "mmsa/loss.h"
 #include "mmsa/model.h"
 #include "mmsa/nn.h"
@@ -170,8 +171,17 @@ mm_status mm_model_forward(mm_model *m, mm_tape *t, mm_dist *d, mm_memory_bank *
     /* 3. kNN hypergraph and HGNN over the gathered unified embeddings */
     MM_CALL(mm_dist_allgather_rows(t, d, u, b->counts, &o->u));
     int64_t N = b->n_global;
+    /* neighbour lists by the configured distributed backend: each rank searches for its
+     * own rows, then every rank gets all lists (identical on any backend and rank count) */
     mm_tape_scope(t, MM_SCOPE_KNN);
-    MM_CALL(mm_hypergraph_build(t, o->u->data, N, E, L->knn_k, &o->hg));
+    if (N < 2) return MM_ERR(MM_ERR_ARG, "the hypergraph needs a global batch of at least 2 molecules");
+    int k = L->knn_k < N - 1 ? L->knn_k : (int)(N - 1);
+    int64_t *knn_local, *knn_global;
+    MM_CALL(mm_tape_alloc(t, (size_t)((n ? n : 1) * k) * sizeof(int64_t), (void **)&knn_local));
+    MM_CALL(mm_tape_alloc(t, (size_t)(N * k) * sizeof(int64_t), (void **)&knn_global));
+    MM_CALL(mm_knn((mm_knn_backend)m->knn_backend, d, u->data, n, b->counts, E, k, knn_local, NULL));
+    MM_CALL(mm_knn_allgather_lists(d, knn_local, b->counts, k, knn_global));
+    MM_CALL(mm_hypergraph_from_knn(t, knn_global, N, k, &o->hg));
     mm_tape_scope(t, MM_SCOPE_HGNN);
     mm_tensor *y1, *g1, *y2;
     MM_CALL(mm_model_linear(m, t, o->u, m->hg1, &y1));

@@ -123,6 +123,7 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
     tr->sched = (mm_schedule){T->lr, T->lr_min, T->warmup_steps, tr->total_steps};
 
     MM_CALL(mm_model_init(&tr->model, &job->model, &job->loss, (uint64_t)T->seed));
+    tr->model.knn_backend = job->dist.knn_backend;
     if (T->optimizer == MM_OPTIMIZER_ADAMW)
         MM_CALL(mm_optim_adamw(&tr->opt, &tr->model.params, T->beta1, T->beta2, T->adam_eps, T->weight_decay));
     else
@@ -232,7 +233,16 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     MM_CALL(mm_batch_build(t, &tr->model, &tr->ms, d, tr->counts, &b));
     mm_params_zero_grad(&tr->model.params);
     mm_step_out o;
-    MM_CALL(mm_model_forward(&tr->model, t, d, &tr->bank, b, (uint64_t)tr->job.train.seed, (uint64_t)tr->step, &o));
+    mm_status fst = mm_model_forward(&tr->model, t, d, &tr->bank, b, (uint64_t)tr->job.train.seed, (uint64_t)tr->step, &o);
+    if (fst == MM_ERR_NUMERIC) {
+        /* e.g. the kNN search refuses non-finite embeddings: name the step */
+        char inner[700];
+        snprintf(inner, sizeof inner, "%s", mm_error_message());
+        fst = MM_ERR(MM_ERR_NUMERIC, "step %lld: %s; parameters and checkpoints are untouched", (long long)tr->step, inner);
+        mm_error_hint("lower train.lr or set train.grad_clip; the last checkpoint in %s is intact", tr->ckpt_dir);
+        return fst;
+    }
+    MM_CALL(fst);
     memset(rep, 0, sizeof *rep);
     rep->step = tr->step;
     rep->epoch = tr->step / tr->steps_per_epoch;
