@@ -34,8 +34,9 @@
  * - Image: Open Babel's depiction (OBDepict) painted with cairo into memory, RGB on
  *   white, channel-first [3, H, W], H = W = image_size. Deterministic: the same molecule
  *   gives identical bytes. 2D coordinates come from a fast built-in layout (regular ring
- *   polygons, zigzag chains, double bonds with their cis/trans configuration), or from
- *   Open Babel's own layout for bridged ring systems and crowded drawings.
+ *   polygons, zigzag chains, double bonds with their cis/trans configuration), or, for
+ *   bridged ring systems and crowded drawings, from Open Babel's own layout (up to 40
+ *   heavy atoms) or a stress layout (larger).
  * - Fingerprint: Open Babel's ECFP4 folded to 2048 bits, packed MSB-first: bit j is
  *   byte j / 8, mask 0x80 >> (j % 8) (numpy.packbits order).
  * - Scaffold: RDKit's MurckoScaffoldSmiles rule (ring systems, linkers, atoms doubly
@@ -162,8 +163,9 @@ void mm_chem_fp_pack_words(const uint32_t *words, int nbits, uint8_t *out);
  * [0] parse + canonical SMILES + graph, [1] conformer, [2] image, [3] fingerprint,
  * [4] scaffold. */
 void mm_chem_stage_seconds(const mm_chem *c, double out[5]);
-/* Molecules whose depiction needed Open Babel's slower 2D layout (bridged rings, crowded
- * drawings) instead of the fast one (src/chem/layout2d.c). */
+/* Molecules whose depiction the fast layout (src/chem/layout2d.c) declined (bridged rings,
+ * crowded drawings): drawn with Open Babel's mcdl layout up to 40 heavy atoms, with a
+ * stress-majorisation layout above (mcdl's overlap search can run for minutes there). */
 long mm_chem_layout_fallbacks(const mm_chem *c);
 
 #ifdef __cplusplus

@@ -129,6 +129,10 @@ mm_status mm_cg_murcko(const mm_cgraph *g, mm_arena *arena, uint8_t *keep, int *
 mm_status mm_layout2d(const mm_cgraph *g, const int *ring_start, const int *ring_atoms, int n_rings,
                       const int *cis_trans, int n_cis_trans, mm_arena *arena, double *xy);
 
+/* Coordinates for anything (cages, macrocycles, crowded molecules): stress majorisation
+ * towards graph distances, 200 sweeps, O(n^2) per sweep; fragments side by side. */
+mm_status mm_layout2d_stress(const mm_cgraph *g, mm_arena *arena, double *xy);
+
 #ifdef __cplusplus
 }
 #endif

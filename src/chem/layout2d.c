@@ -386,12 +386,48 @@ static void child_directions(lay *L, int x, int m, double *dirs)
             }
             pa[b + 1] = v;
         }
-        double gap_start = pa[k2 - 1], gap = pa[0] + 2 * M_PI - pa[k2 - 1];
-        for (int a = 1; a < k2; a++)
-            if (pa[a] - pa[a - 1] > gap) {
-                gap = pa[a] - pa[a - 1];
-                gap_start = pa[a - 1];
+        /* a ring atom's children never go into its ring: skip the sector that holds the
+         * inward direction (minus the sum of the bonds to its ring neighbours) */
+        double in_ang = 0;
+        int has_in = 0;
+        if (L->sys[x] >= 0) {
+            double v[2] = {0, 0};
+            for (int p = g->adj_start[x]; p < g->adj_start[x + 1]; p++) {
+                int j = mm_cg_other(g, g->adj_bond[p], x);
+                if (L->sys[j] != L->sys[x]) continue;
+                double dx = L->xy[2 * j] - L->xy[2 * x], dy = L->xy[2 * j + 1] - L->xy[2 * x + 1];
+                double dl = sqrt(dx * dx + dy * dy);
+                if (dl > 1e-9) {
+                    v[0] += dx / dl;
+                    v[1] += dy / dl;
+                }
             }
+            if (v[0] * v[0] + v[1] * v[1] > 1e-6) {
+                in_ang = atan2(v[1], v[0]);
+                has_in = 1;
+            }
+        }
+        double gap_start = 0, gap = -1;
+        for (int a = 0; a < k2; a++) {
+            double lo = pa[a], width = (a + 1 < k2 ? pa[a + 1] : pa[0] + 2 * M_PI) - lo;
+            if (has_in) {
+                double rel = fmod(in_ang - lo + 4 * M_PI, 2 * M_PI);
+                if (rel > 1e-6 && rel < width - 1e-6) continue;
+            }
+            if (width > gap + 1e-9) {
+                gap = width;
+                gap_start = lo;
+            }
+        }
+        if (gap < 0) { /* every sector holds the ring: take the widest anyway */
+            for (int a = 0; a < k2; a++) {
+                double lo = pa[a], width = (a + 1 < k2 ? pa[a + 1] : pa[0] + 2 * M_PI) - lo;
+                if (width > gap) {
+                    gap = width;
+                    gap_start = lo;
+                }
+            }
+        }
         for (int k = 0; k < m; k++) {
             double ang = gap_start + gap * (k + 1) / (m + 1);
             dirs[2 * k] = cos(ang);
@@ -407,8 +443,9 @@ static void child_directions(lay *L, int x, int m, double *dirs)
     } else if (m == 1) {
         angs[0] = -L->rot[x] * M_PI / 3; /* zigzag */
     } else if (m == 2) {
-        angs[0] = M_PI / 3;
-        angs[1] = -M_PI / 3;
+        /* the first (larger) branch continues the zigzag */
+        angs[0] = -L->rot[x] * M_PI / 3;
+        angs[1] = L->rot[x] * M_PI / 3;
     } else if (m == 3) {
         angs[0] = M_PI / 2;
         angs[1] = 0;
@@ -438,6 +475,27 @@ static void set_rot_from_turn(lay *L, int child, int x, const double *dir)
     double in[2] = {L->xy[2 * x] - L->xy[2 * p], L->xy[2 * x + 1] - L->xy[2 * p + 1]};
     double cross = in[0] * dir[1] - in[1] * dir[0];
     L->rot[child] = cross >= 0 ? 1 : -1;
+}
+
+/* Atoms reachable from j without passing through x (j's branch as seen from x). */
+static int branch_size(lay *L, int x, int j)
+{
+    const mm_cgraph *g = L->g;
+    memset(L->mark, 0, (size_t)L->n);
+    int head = 0, tail = 0;
+    L->tmp[tail++] = j;
+    L->mark[j] = 1;
+    L->mark[x] = 1;
+    while (head < tail) {
+        int a = L->tmp[head++];
+        for (int p = g->adj_start[a]; p < g->adj_start[a + 1]; p++) {
+            int b = mm_cg_other(g, g->adj_bond[p], a);
+            if (L->mark[b]) continue;
+            L->mark[b] = 1;
+            L->tmp[tail++] = b;
+        }
+    }
+    return tail;
 }
 
 /* Places one connected fragment starting from `root`. */
@@ -471,6 +529,11 @@ static void place_fragment(lay *L, int root)
             if (!L->placed[j]) kids[m++] = j;
         }
         if (!m) continue;
+        if (m == 2 && branch_size(L, x, kids[1]) > branch_size(L, x, kids[0])) {
+            int t = kids[0];
+            kids[0] = kids[1];
+            kids[1] = t;
+        }
         double dirs[32];
         child_directions(L, x, m, dirs);
         for (int k = 0; k < m; k++) {
@@ -535,7 +598,7 @@ static void reflect_marked(lay *L, int i, int j)
     }
 }
 
-static double clash_score(lay *L, const uint8_t *in_frag, double *min_d)
+static double clash_score(lay *L, const uint8_t *in_frag, double *min_d, int *pair)
 {
     const mm_cgraph *g = L->g;
     double score = 0, md = 1e9;
@@ -547,7 +610,13 @@ static double clash_score(lay *L, const uint8_t *in_frag, double *min_d)
             if (d2 >= 0.64) continue;
             if (bonded(g, i, j)) continue;
             double d = sqrt(d2);
-            if (d < md) md = d;
+            if (d < md) {
+                md = d;
+                if (pair) {
+                    pair[0] = i;
+                    pair[1] = j;
+                }
+            }
             score += (0.8 - d) * (0.8 - d);
         }
     }
@@ -675,10 +744,14 @@ mm_status mm_layout2d(const mm_cgraph *g, const int *ring_start, const int *ring
             reflect_marked(&L, ct[1], ct[2]);
         }
 
-        /* collisions: try reflecting each branch across its single bond */
-        double min_d = 0, score = clash_score(&L, in_frag, &min_d);
-        for (int pass = 0; pass < 3 && score > 0; pass++) {
-            for (int b = 0; b < g->n_bonds && score > 0; b++) {
+        /* collisions: reflect branches across single bonds, each round the one reflection
+         * that helps most, until nothing helps */
+        int pair[2] = {-1, -1};
+        double min_d = 0, score = clash_score(&L, in_frag, &min_d, pair);
+        for (int round = 0; round < 16 && score > 0; round++) {
+            int best_b = -1, best_dir = 0;
+            double best_score = score;
+            for (int b = 0; b < g->n_bonds; b++) {
                 const mm_cg_bond *bd = &g->bonds[b];
                 if (!in_frag[bd->a] || bd->aromatic || bd->order != 1) continue;
                 for (int dirn = 0; dirn < 2; dirn++) {
@@ -686,18 +759,27 @@ mm_status mm_layout2d(const mm_cgraph *g, const int *ring_start, const int *ring
                     if (side_of(&L, i, j, in_frag) < 2) continue;
                     L.mark[j] = 0;
                     reflect_marked(&L, i, j);
-                    double md2, s2 = clash_score(&L, in_frag, &md2);
-                    if (s2 < score - 1e-9) {
-                        score = s2;
-                        min_d = md2;
-                        break;
-                    }
+                    double md2;
+                    double s2 = clash_score(&L, in_frag, &md2, NULL);
                     reflect_marked(&L, i, j); /* undo */
+                    if (s2 < best_score - 1e-9) {
+                        best_score = s2;
+                        best_b = b;
+                        best_dir = dirn;
+                    }
                 }
             }
+            if (best_b < 0) break;
+            const mm_cg_bond *bd = &g->bonds[best_b];
+            int i = best_dir ? bd->b : bd->a, j = best_dir ? bd->a : bd->b;
+            side_of(&L, i, j, in_frag);
+            L.mark[j] = 0;
+            reflect_marked(&L, i, j);
+            score = clash_score(&L, in_frag, &min_d, pair);
         }
         if (score > 0 && min_d < COLLIDE)
-            return MM_ERR(MM_ERR_CHEM, "atoms %.2f bond lengths apart after resolving collisions", min_d);
+            return MM_ERR(MM_ERR_CHEM, "atoms %d and %d %.2f bond lengths apart after resolving collisions",
+                          pair[0], pair[1], min_d);
 
         /* fragments side by side, left to right */
         double xmin = 1e9, xmax = -1e9, ymin = 1e9, ymax = -1e9;
@@ -713,6 +795,98 @@ mm_status mm_layout2d(const mm_cgraph *g, const int *ring_start, const int *ring
             if (!in_frag[i]) continue;
             xy[2 * i] += x_off - xmin;
             xy[2 * i + 1] -= cy;
+        }
+        x_off += (xmax - xmin) + 1.5;
+    }
+    return MM_OK;
+}
+
+/* ---- stress-majorisation layout (for what the ring-polygon layout declines) ------------- */
+
+mm_status mm_layout2d_stress(const mm_cgraph *g, mm_arena *arena, double *xy)
+{
+    int n = g->n_atoms;
+    if (n == 0) return MM_OK;
+    int *d, *frag, *queue;
+    MM_CALL(mm_arena_alloc(arena, (size_t)n * (size_t)n * sizeof(int), (void **)&d));
+    MM_CALL(mm_arena_alloc(arena, (size_t)n * sizeof(int), (void **)&frag));
+    MM_CALL(mm_arena_alloc(arena, (size_t)n * sizeof(int), (void **)&queue));
+    /* graph distances (BFS from every atom); -1 between fragments */
+    for (int s = 0; s < n; s++) {
+        int *ds = d + (size_t)s * n;
+        for (int k = 0; k < n; k++) ds[k] = -1;
+        int head = 0, tail = 0;
+        queue[tail++] = s;
+        ds[s] = 0;
+        while (head < tail) {
+            int a = queue[head++];
+            for (int p = g->adj_start[a]; p < g->adj_start[a + 1]; p++) {
+                int b = mm_cg_other(g, g->adj_bond[p], a);
+                if (ds[b] < 0) {
+                    ds[b] = ds[a] + 1;
+                    queue[tail++] = b;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) frag[i] = -1;
+    double x_off = 0;
+    for (int root = 0; root < n; root++) {
+        if (frag[root] >= 0) continue;
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (d[(size_t)root * n + i] >= 0) {
+                frag[i] = root;
+                queue[m++] = i;
+            }
+        /* start: distances to two far-apart pivots (deterministic, not collinear) */
+        int p1 = queue[0], p2 = queue[0];
+        for (int k = 0; k < m; k++)
+            if (d[(size_t)queue[0] * n + queue[k]] > d[(size_t)queue[0] * n + p1]) p1 = queue[k];
+        for (int k = 0; k < m; k++)
+            if (d[(size_t)p1 * n + queue[k]] > d[(size_t)p1 * n + p2]) p2 = queue[k];
+        for (int k = 0; k < m; k++) {
+            int i = queue[k];
+            double a = d[(size_t)p1 * n + i], b = d[(size_t)p2 * n + i];
+            xy[2 * i] = 0.5 * (a - b) * 1.0;
+            xy[2 * i + 1] = 0.5 * (a + b) - 0.5 * d[(size_t)p1 * n + p2] + 0.3 * sin(1.7 * k);
+        }
+        /* Gauss-Seidel stress majorisation, weights 1 / d^2 */
+        for (int it = 0; it < 200 && m > 1; it++) {
+            for (int k = 0; k < m; k++) {
+                int i = queue[k];
+                double sx = 0, sy = 0, sw = 0;
+                for (int q = 0; q < m; q++) {
+                    int j = queue[q];
+                    if (j == i) continue;
+                    double dij = d[(size_t)i * n + j], w = 1.0 / (dij * dij);
+                    double dx = xy[2 * i] - xy[2 * j], dy = xy[2 * i + 1] - xy[2 * j + 1];
+                    double len = sqrt(dx * dx + dy * dy);
+                    if (len < 1e-9) {
+                        dx = 1e-3 * (1 + (i % 7));
+                        dy = 1e-3 * (1 + (j % 5));
+                        len = sqrt(dx * dx + dy * dy);
+                    }
+                    sx += w * (xy[2 * j] + dij * dx / len);
+                    sy += w * (xy[2 * j + 1] + dij * dy / len);
+                    sw += w;
+                }
+                xy[2 * i] = sx / sw;
+                xy[2 * i + 1] = sy / sw;
+            }
+        }
+        double xmin = 1e9, xmax = -1e9, ymin = 1e9, ymax = -1e9;
+        for (int k = 0; k < m; k++) {
+            int i = queue[k];
+            xmin = fmin(xmin, xy[2 * i]);
+            xmax = fmax(xmax, xy[2 * i]);
+            ymin = fmin(ymin, xy[2 * i + 1]);
+            ymax = fmax(ymax, xy[2 * i + 1]);
+        }
+        for (int k = 0; k < m; k++) {
+            int i = queue[k];
+            xy[2 * i] += x_off - xmin;
+            xy[2 * i + 1] -= 0.5 * (ymin + ymax);
         }
         x_off += (xmax - xmin) + 1.5;
     }

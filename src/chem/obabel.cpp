@@ -744,6 +744,8 @@ static mm_status do_scaffold(mm_chem *c, const mm_cgraph *g, mm_mol_feat *f)
     return set_string(&f->scaffold, &f->cap_scaffold, s.c_str());
 }
 
+#define MCDL_MAX_ATOMS 40
+
 /* 2D coordinates for the canonical molecule (atom i + 1 = local atom i): our fast layout,
  * or Open Babel's mcdl layout when ours declines (bridged rings, unresolved clashes). */
 static mm_status layout(mm_chem *c, OBMol &m2, const mm_cgraph *g)
@@ -789,7 +791,15 @@ static mm_status layout(mm_chem *c, OBMol &m2, const mm_cgraph *g)
         if (getenv("MMSA_DEBUG_LAYOUT")) fprintf(stderr, "layout fallback: %s\n", mm_error_message());
         mm_error_clear();
         c->layout_fallbacks++;
-        generateDiagram(&m2);
+        /* Open Babel's layout draws cages and bridged rings well but its overlap search
+         * explodes on large molecules (a sulfated cyclodextrin ran for minutes): only
+         * small molecules go there, the rest to stress majorisation. */
+        if (n <= MCDL_MAX_ATOMS) {
+            generateDiagram(&m2);
+        } else {
+            MM_CALL(mm_layout2d_stress(g, &c->arena, xy));
+            for (int i = 0; i < n; i++) m2.GetAtom(i + 1)->SetVector(xy[2 * i], xy[2 * i + 1], 0.0);
+        }
     } else {
         return st;
     }
