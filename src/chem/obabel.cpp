@@ -260,6 +260,9 @@ class RasterPainter : public OBPainter {
         cairo_scale(m_cr, s, s);
         cairo_set_line_cap(m_cr, CAIRO_LINE_CAP_ROUND);
         cairo_set_line_join(m_cr, CAIRO_LINE_JOIN_ROUND);
+        /* the line width depends on the scale just set: without this the drawing used
+         * the previous molecule's scale, so its bytes depended on what came before */
+        SetPenWidth(m_pen_width);
     }
     bool IsGood() const override { return ok(); }
     void SetFontFamily(const std::string &) override {}
