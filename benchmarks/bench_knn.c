@@ -3,7 +3,7 @@
  *
  *   mpirun -n 2 bench_knn [--max-n N] [--sizes 1000,5000] [--reps R] [--dim D] [--k K]
  *                         [--backends allgather,ring,scalapack] [--tile-mib M]
- *                         [--write-data] [--append]
+ *                         [--grid-rows R] [--write-data] [--append]
  *
  * Default sizes 1k, 2k, 5k, 10k, 20k, 50k (--max-n 200000 adds 100k and 200k). Data:
  * 64 Gaussian clusters (embedding-like), each rank generates only its own rows from a
@@ -131,13 +131,15 @@ int main(int argc, char **argv)
     int64_t max_n = 50000, dim = 256;
     int reps = 3, k = 8, write_data = 0, append = 0;
     double tile_mib = 8;
+    int grid_rows = 0;
     int64_t sizes[64] = {1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000};
     int n_sizes = 8, use_backend[3] = {1, 1, 1};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             if (rank == 0)
                 printf("usage: mpirun -n P bench_knn [--max-n N] [--sizes a,b,..] [--reps R] [--dim D] [--k K]\n"
-                       "                 [--backends allgather,ring,scalapack] [--tile-mib M] [--write-data] [--append]\n");
+                       "                 [--backends allgather,ring,scalapack] [--tile-mib M] [--grid-rows R]\n"
+                       "                 [--write-data] [--append]\n");
             MPI_Finalize();
             return 0;
         } else if (!strcmp(argv[i], "--max-n") && i + 1 < argc) max_n = atoll(argv[++i]);
@@ -145,6 +147,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--dim") && i + 1 < argc) dim = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--k") && i + 1 < argc) k = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tile-mib") && i + 1 < argc) tile_mib = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--grid-rows") && i + 1 < argc) grid_rows = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--write-data")) write_data = 1;
         else if (!strcmp(argv[i], "--append")) append = 1;
         else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
@@ -169,7 +172,7 @@ int main(int argc, char **argv)
     }
     mm_dist d;
     CHECK(mm_dist_init(&d, MPI_COMM_WORLD));
-    mm_knn_opts opts = {(size_t)(tile_mib * 1048576.0), 0};
+    mm_knn_opts opts = {(size_t)(tile_mib * 1048576.0), 0, grid_rows};
     float *centres = mm_malloc((size_t)(64 * dim) * sizeof(float));
     mm_rng cr;
     mm_rng_init(&cr, 2024, MM_STREAM_USER);

@@ -129,7 +129,9 @@ static void copy_row(float *x, int64_t dim, int64_t to, int64_t from, float scal
  * every rank, and the gathered global lists, with want [n, k]. */
 static void check_all(const float *x, int64_t n, int64_t dim, int k, const int64_t *want)
 {
-    const mm_knn_opts opts[] = {{0, 0}, {64, 1}, {256, 2}, {1024, 5}};
+    /* {tile bytes, ScaLAPACK block, grid rows}: defaults, tiny tiles, blocks of 1 to 5,
+     * 1 x P and P x 1 grids beside the automatic one */
+    const mm_knn_opts opts[] = {{0, 0, 0}, {64, 1, 0}, {256, 2, 1}, {1024, 5, 0}, {2048, 3, D.size}};
     int64_t counts[64];
     assert_true(D.size <= 64);
     int64_t *global = mm_malloc((size_t)(n * k) * sizeof(int64_t));
@@ -318,15 +320,17 @@ static void test_errors_agreed_on_every_rank(void **state)
         assert_int_equal(mm_knn(be, &D, mine, nl, counts, DIM, 3, out, NULL), MM_OK);
     }
     assert_int_equal(mm_knn((mm_knn_backend)7, &D, mine, nl, counts, DIM, 3, out, NULL), MM_ERR_ARG);
-    mm_knn_opts neg = {0, -2};
+    mm_knn_opts neg = {0, -2, 0}, grid = {0, 0, D.size + 1};
     assert_int_equal(mm_knn_ex(MM_KNN_SCALAPACK, &D, mine, nl, counts, DIM, 3, &neg, out, NULL), MM_ERR_ARG);
+    assert_int_equal(mm_knn_ex(MM_KNN_SCALAPACK, &D, mine, nl, counts, DIM, 3, &grid, out, NULL), MM_ERR_ARG);
+    assert_non_null(strstr(mm_error_message(), "grid rows"));
     mm_error_clear();
     mm_free_sized(x, (size_t)(N * DIM) * sizeof(float));
 }
 
 /* What the stats promise: the ring moves every block but the right neighbour's once
  * and holds two blocks; allgather receives everything it lacks; the grid is the most
- * square factorisation. */
+ * square factorisation (2x1, 3x1, 2x2). */
 static void test_stats_traffic_memory_grid(void **state)
 {
     (void)state;
@@ -340,7 +344,7 @@ static void test_stats_traffic_memory_grid(void **state)
         for (int r = 0; r < D.size; r++) maxc = counts[r] > maxc ? counts[r] : maxc;
         int64_t r0 = first_row(counts), nl = counts[D.rank];
         const double row = DIM * sizeof(float);
-        mm_knn_opts o = {tile, 0};
+        mm_knn_opts o = {tile, 0, 0};
         mm_knn_stats ag, ring, sl;
         assert_int_equal(mm_knn_ex(MM_KNN_ALLGATHER, &D, x + r0 * DIM, nl, counts, DIM, K, &o, out, &ag), MM_OK);
         assert_int_equal(mm_knn_ex(MM_KNN_RING, &D, x + r0 * DIM, nl, counts, DIM, K, &o, out, &ring), MM_OK);
@@ -355,15 +359,15 @@ static void test_stats_traffic_memory_grid(void **state)
         }
         /* ring: own normalised rows, two blocks of the largest rank, one tile, the
          * per-row state (+ small arrays); allgather: at least the whole set */
-        double ring_bound = (double)(nl + 2 * maxc) * row + tile + (double)nl * K * 20 + nl * 20 + 4096;
+        double ring_bound = (double)(nl + 2 * maxc) * row + tile + (double)nl * K * 20 + nl * 24 + 4096;
         assert_true((double)ring.peak_scratch_bytes <= ring_bound);
         assert_true((double)ag.peak_scratch_bytes >= (double)N * row);
         if (D.size >= 3 && layout == LAYOUT_BLOCK) assert_true(ring.peak_scratch_bytes < ag.peak_scratch_bytes);
-        int pr = 1;
+        int pc = 1; /* most square, taller than wide */
         for (int q = 1; q * q <= D.size; q++)
-            if (D.size % q == 0) pr = q;
-        assert_int_equal(sl.grid_rows, pr);
-        assert_int_equal(sl.grid_cols, D.size / pr);
+            if (D.size % q == 0) pc = q;
+        assert_int_equal(sl.grid_rows, D.size / pc);
+        assert_int_equal(sl.grid_cols, pc);
         assert_true(ag.seconds > 0 && ring.seconds > 0 && sl.seconds > 0);
     }
     mm_free_sized(x, (size_t)(N * DIM) * sizeof(float));

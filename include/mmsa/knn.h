@@ -41,6 +41,8 @@
 typedef struct mm_knn_opts {
     size_t tile_bytes; /* bound on the similarity block a rank holds at once; 0 = 8 MiB */
     int block;         /* ScaLAPACK block size (rows and columns); 0 = chosen from N and the grid */
+    int grid_rows;     /* ScaLAPACK process rows, a divisor of the rank count; 0 = the most square
+                          grid, taller than wide (2x1, 3x1, 2x2) */
 } mm_knn_opts;
 
 typedef struct mm_knn_stats {

@@ -112,9 +112,10 @@ mm_status knn_rows_init(knn_rows *s, knn_mem *m, int64_t n, int k, int64_t dim, 
     MM_CALL(knn_alloc(m, (size_t)n * sizeof(int), (void **)&s->have));
     MM_CALL(knn_alloc(m, (size_t)n * sizeof(int), (void **)&s->seen));
     MM_CALL(knn_alloc(m, (size_t)n * sizeof(float), (void **)&s->thr));
+    MM_CALL(knn_alloc(m, (size_t)n * sizeof(float), (void **)&s->kth));
     for (int64_t i = 0; i < n; i++) {
         s->have[i] = s->seen[i] = 0;
-        s->thr[i] = -INFINITY;
+        s->thr[i] = s->kth[i] = -INFINITY;
     }
     return MM_OK;
 }
@@ -129,6 +130,7 @@ void knn_rows_free(knn_rows *s, knn_mem *m)
     knn_free(m, &s->have, (size_t)s->n * sizeof(int));
     knn_free(m, &s->seen, (size_t)s->n * sizeof(int));
     knn_free(m, &s->thr, (size_t)s->n * sizeof(float));
+    knn_free(m, &s->kth, (size_t)s->n * sizeof(float));
 }
 
 /* Row i has seen GEMM value v: keep the k largest and the threshold they imply. */
@@ -145,6 +147,7 @@ static inline void knn_see(knn_rows *s, int64_t i, float v)
     gk[pos] = v;
     if (h < k) s->seen[i] = ++h;
     if (h == k) {
+        s->kth[i] = gk[k - 1];
         double t = (double)gk[k - 1] - s->margin;
         float ft = (float)t;
         if ((double)ft > t) ft = nextafterf(ft, -INFINITY);
@@ -179,13 +182,12 @@ void knn_scan(knn_rows *s, int64_t i, const float *g, int64_t gstride, int64_t n
      * that of every column seen so far when the exact scores are computed (a few per
      * row instead of k log(N / k) for a threshold that rises column by column). */
     int64_t self = s->gid[i];
-    const float *kth = s->gk + i * s->k + s->k - 1;
-    float last = s->seen[i] == s->k ? *kth : -INFINITY; /* in a register: the loop is one compare */
+    float last = s->kth[i]; /* in a register: the loop is one compare */
     for (int64_t c = 0; c < ncols; c++) {
         float v = g[c * gstride];
         if (v > last && j0 + c != self) {
             knn_see(s, i, v);
-            last = s->seen[i] == s->k ? *kth : -INFINITY;
+            last = s->kth[i];
         }
     }
     float thr = s->thr[i];
@@ -193,6 +195,23 @@ void knn_scan(knn_rows *s, int64_t i, const float *g, int64_t gstride, int64_t n
         float v = g[c * gstride];
         if (!(v >= thr) || j0 + c == self) continue;
         knn_rescore(s, i, j0 + c, x + c * ldx);
+    }
+}
+
+void knn_scan_block(knn_rows *s, const float *g, int64_t ldg, int64_t ncols, int64_t j0, const float *x,
+                    int64_t ldx)
+{
+    /* knn_scan for every row at once, walking the column-major block column by column
+     * so the reads are contiguous. */
+    for (int64_t c = 0; c < ncols; c++) {
+        const float *col = g + c * ldg;
+        for (int64_t i = 0; i < s->n; i++)
+            if (col[i] > s->kth[i] && s->gid[i] != j0 + c) knn_see(s, i, col[i]);
+    }
+    for (int64_t c = 0; c < ncols; c++) {
+        const float *col = g + c * ldg;
+        for (int64_t i = 0; i < s->n; i++)
+            if (col[i] >= s->thr[i] && s->gid[i] != j0 + c) knn_rescore(s, i, j0 + c, x + c * ldx);
     }
 }
 
@@ -219,6 +238,9 @@ static mm_status check_args(mm_knn_backend backend, mm_dist *d, const float *loc
         return MM_ERR(MM_ERR_ARG, "kNN: unknown backend %d (allgather, ring or scalapack)", (int)backend);
     if (dim < 1) return MM_ERR(MM_ERR_ARG, "kNN: embedding width %lld must be >= 1", (long long)dim);
     if (opts && opts->block < 0) return MM_ERR(MM_ERR_ARG, "kNN: ScaLAPACK block size %d must be >= 0", opts->block);
+    if (opts && (opts->grid_rows < 0 || (opts->grid_rows > 0 && d->size % opts->grid_rows != 0)))
+        return MM_ERR(MM_ERR_ARG, "kNN: ScaLAPACK grid rows %d must divide the %d ranks (0 = automatic)",
+                      opts->grid_rows, d->size);
     int64_t n = 0, first = 0;
     for (int r = 0; r < d->size; r++) {
         if (counts[r] < 0) return MM_ERR(MM_ERR_ARG, "kNN: rank %d is said to hold %lld rows", r, (long long)counts[r]);
@@ -246,9 +268,9 @@ static uint64_t call_hash(mm_knn_backend b, const int64_t *counts, int size, int
                           const mm_knn_opts *o)
 {
     uint64_t h = 1469598103934665603ull;
-    int64_t v[5] = {(int64_t)b, dim, k, o ? o->block : 0, (int64_t)(o ? o->tile_bytes : 0)};
-    for (int i = 0; i < 5 + size; i++) {
-        uint64_t x = (uint64_t)(i < 5 ? v[i] : counts[i - 5]);
+    int64_t v[6] = {(int64_t)b, dim, k, o ? o->block : 0, (int64_t)(o ? o->tile_bytes : 0), o ? o->grid_rows : 0};
+    for (int i = 0; i < 6 + size; i++) {
+        uint64_t x = (uint64_t)(i < 6 ? v[i] : counts[i - 6]);
         for (int byte = 0; byte < 8; byte++) {
             h ^= (x >> (8 * byte)) & 0xff;
             h *= 1099511628211ull;
@@ -445,6 +467,7 @@ mm_status mm_knn_ex(mm_knn_backend backend, mm_dist *d, const float *local, int6
     c.k = k;
     c.tile_bytes = opts && opts->tile_bytes ? opts->tile_bytes : KNN_DEFAULT_TILE;
     c.block = opts ? opts->block : 0;
+    c.grid_rows = opts ? opts->grid_rows : 0;
     c.out = knn_local;
     int64_t *row0 = NULL;
     float *xn = NULL;

@@ -31,6 +31,7 @@ typedef struct knn_rows {
     int64_t *ej;     /* [n, k] their global indices */
     int *seen;       /* [n] entries of gk filled */
     int *have;       /* [n] entries of es, ej filled */
+    float *kth;      /* [n] gk[k-1] once seen[i] == k, else -inf (a column can only enter gk above it) */
     float *thr;      /* [n] rescore a column when its GEMM value >= thr: -inf until k are
                         seen, then gk[k-1] - margin rounded down */
     double margin;   /* 2 delta, delta bounding |GEMM value - exact score| */
@@ -43,6 +44,10 @@ void knn_rows_free(knn_rows *s, knn_mem *m);
  * gstride, x [ncols, ldx] the normalised column rows. */
 void knn_scan(knn_rows *s, int64_t i, const float *g, int64_t gstride, int64_t ncols, int64_t j0,
               const float *x, int64_t ldx);
+/* Offer the columns j0 .. j0+ncols-1 to every row: g column-major [n rows, ncols] with
+ * leading dimension ldg (ScaLAPACK's local layout), x as above. */
+void knn_scan_block(knn_rows *s, const float *g, int64_t ldg, int64_t ncols, int64_t j0, const float *x,
+                    int64_t ldx);
 
 /* One mm_knn_ex call, after its arguments were checked on every rank. */
 typedef struct knn_call {
@@ -54,6 +59,7 @@ typedef struct knn_call {
     int k;
     size_t tile_bytes;
     int block;
+    int grid_rows;         /* 0 = automatic */
     MPI_Datatype row_type; /* dim contiguous floats */
     int64_t *out;          /* [n_local, k] */
     mm_knn_stats *st;

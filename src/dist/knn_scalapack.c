@@ -1,5 +1,5 @@
 /* knn_scalapack.c: the scalapack kNN backend (knn.h). S = X X^T by PSGEMM on the most
- * square Pr x Pc BLACS grid, in column panels so a process holds at most tile_bytes of
+ * square Pr x Pc BLACS grid (Pr >= Pc), in column panels so a process holds at most tile_bytes of
  * S; each process shortlists and rescores (knn.c's contract) the columns of its panel
  * blocks; the partial top-k lists of a process row are merged by an MPI reduction; the
  * process-row leaders send each list to the rank that owns the row.
@@ -94,10 +94,17 @@ typedef struct {
 static void plan_grid(const knn_call *c, grid_plan *g)
 {
     int P = c->d->size, me = c->d->rank;
-    g->pr_n = 1;
+    /* The most square grid, taller than wide when P is not a square: splitting the
+     * feature dimension over process columns makes PSGEMM exchange partial rows of X
+     * for every panel, while process rows only need the panel's rows broadcast. */
+    g->pc_n = 1;
     for (int q = 1; q * q <= P; q++)
-        if (P % q == 0) g->pr_n = q;
-    g->pc_n = P / g->pr_n;
+        if (P % q == 0) g->pc_n = q;
+    g->pr_n = P / g->pc_n;
+    if (c->grid_rows > 0) {
+        g->pr_n = c->grid_rows;
+        g->pc_n = P / g->pr_n;
+    }
     g->mr = me / g->pc_n;
     g->mc = me % g->pc_n;
     int64_t N = c->n_total, maxp = g->pr_n > g->pc_n ? g->pr_n : g->pc_n;
@@ -253,12 +260,15 @@ mm_status knn_scalapack(knn_call *c)
         psgemm_("N", "T", &iN, &w, &iD, &one, A, &ione, &ione, descA, A, &jb, &ione, descA, &zero, S, &ione, &ione,
                 descS);
         int64_t nc = cyc_upto(w, b, g.pc_n, g.mc), in_rows = 0;
-        for (int64_t c0 = 0; c0 < nc; c0 += b) {
-            int64_t run = nc - c0 < b ? nc - c0 : b;
+        /* runs of globally consecutive columns: one block, or the whole panel on a Pr x 1 grid */
+        int64_t step = g.pc_n == 1 ? (nc > 0 ? nc : 1) : b;
+        for (int64_t c0 = 0; c0 < nc; c0 += step) {
+            int64_t run = nc - c0 < step ? nc - c0 : step;
             int64_t j0 = J0 + cyc_global(c0, b, g.pc_n, g.mc); /* a C-set row: J0 is a multiple of b * Pc */
             int64_t cl = (j0 / (b * g.pc_n)) * b;             /* its index in the C set */
-            if ((j0 / b) % g.pr_n == g.mr) in_rows += run;
-            for (int64_t il = 0; il < g.nR; il++) knn_scan(&s, il, S + il + c0 * lldA, lldA, run, j0, C + cl * dim, dim);
+            for (int64_t q = c0; q < c0 + run; q += b) /* panel columns that are also my rows */
+                if (((J0 + cyc_global(q, b, g.pc_n, g.mc)) / b) % g.pr_n == g.mr) in_rows += nc - q < b ? nc - q : b;
+            knn_scan_block(&s, S + c0 * lldA, lldA, run, j0, C + cl * dim, dim);
         }
         /* PSGEMM's traffic: at least the X rows this process lacks for its block of S */
         c->st->bytes_psgemm_model +=
