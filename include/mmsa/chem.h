@@ -160,8 +160,9 @@ double mm_chem_fp_tanimoto(const uint8_t *a, const uint8_t *b);
 void mm_chem_fp_pack_words(const uint32_t *words, int nbits, uint8_t *out);
 
 /* Seconds spent per stage by this featuriser since creation (for benchmarks):
- * [0] parse + canonical SMILES + graph, [1] conformer, [2] image, [3] fingerprint,
- * [4] scaffold. */
+ * [0] parse, canonical SMILES, graph and OGB features (with re-reading the canonical
+ * SMILES the conformer and image start from), [1] conformer, [2] image (2D layout and
+ * drawing), [3] fingerprint, [4] scaffold. */
 void mm_chem_stage_seconds(const mm_chem *c, double out[5]);
 /* Molecules whose depiction the fast layout (src/chem/layout2d.c) declined (bridged rings,
  * crowded drawings): drawn with Open Babel's mcdl layout up to 40 heavy atoms, with a
