@@ -175,26 +175,70 @@ static void knn_rescore(knn_rows *s, int64_t i, int64_t j, const float *xj)
     if (h < k) s->have[i] = h + 1;
 }
 
+/* Largest of g[0 .. n-1], n <= KNN_CHUNK, in 8 lanes the compiler turns into SIMD max. */
+#define KNN_CHUNK 64
+static inline float chunk_max(const float *g, int64_t n)
+{
+    float m[8];
+    for (int l = 0; l < 8; l++) m[l] = -INFINITY;
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int l = 0; l < 8; l++) m[l] = g[c + l] > m[l] ? g[c + l] : m[l];
+    for (; c < n; c++) m[0] = g[c] > m[0] ? g[c] : m[0];
+    float r = m[0];
+    for (int l = 1; l < 8; l++) r = m[l] > r ? m[l] : r;
+    return r;
+}
+
 void knn_scan(knn_rows *s, int64_t i, const float *g, int64_t gstride, int64_t ncols, int64_t j0,
               const float *x, int64_t ldx)
 {
     /* Two passes: the GEMM values of the whole run first, so the threshold is already
      * that of every column seen so far when the exact scores are computed (a few per
-     * row instead of k log(N / k) for a threshold that rises column by column). */
+     * row instead of k log(N / k) for a threshold that rises column by column). With
+     * unit stride, runs of KNN_SEGMENT columns in chunks whose maximum decides whether
+     * a pass needs to look at them one by one. */
+    enum { KNN_SEGMENT = 4096 };
     int64_t self = s->gid[i];
-    float last = s->kth[i]; /* in a register: the loop is one compare */
-    for (int64_t c = 0; c < ncols; c++) {
-        float v = g[c * gstride];
-        if (v > last && j0 + c != self) {
-            knn_see(s, i, v);
-            last = s->kth[i];
+    if (gstride != 1) {
+        float last = s->kth[i]; /* in a register: the loop is one compare */
+        for (int64_t c = 0; c < ncols; c++) {
+            float v = g[c * gstride];
+            if (v > last && j0 + c != self) {
+                knn_see(s, i, v);
+                last = s->kth[i];
+            }
         }
+        float thr = s->thr[i];
+        for (int64_t c = 0; c < ncols; c++) {
+            float v = g[c * gstride];
+            if (!(v >= thr) || j0 + c == self) continue;
+            knn_rescore(s, i, j0 + c, x + c * ldx);
+        }
+        return;
     }
-    float thr = s->thr[i];
-    for (int64_t c = 0; c < ncols; c++) {
-        float v = g[c * gstride];
-        if (!(v >= thr) || j0 + c == self) continue;
-        knn_rescore(s, i, j0 + c, x + c * ldx);
+    float cmax[KNN_SEGMENT / KNN_CHUNK];
+    for (int64_t s0 = 0; s0 < ncols; s0 += KNN_SEGMENT) {
+        int64_t sn = ncols - s0 < KNN_SEGMENT ? ncols - s0 : KNN_SEGMENT;
+        int nch = (int)((sn + KNN_CHUNK - 1) / KNN_CHUNK);
+        float last = s->kth[i];
+        for (int ch = 0; ch < nch; ch++) {
+            int64_t c0 = s0 + (int64_t)ch * KNN_CHUNK, cn = ncols - c0 < KNN_CHUNK ? ncols - c0 : KNN_CHUNK;
+            cmax[ch] = chunk_max(g + c0, cn);
+            if (!(cmax[ch] > last)) continue;
+            for (int64_t c = c0; c < c0 + cn; c++)
+                if (g[c] > last && j0 + c != self) {
+                    knn_see(s, i, g[c]);
+                    last = s->kth[i];
+                }
+        }
+        float thr = s->thr[i];
+        for (int ch = 0; ch < nch; ch++) {
+            if (!(cmax[ch] >= thr)) continue;
+            int64_t c0 = s0 + (int64_t)ch * KNN_CHUNK, cn = ncols - c0 < KNN_CHUNK ? ncols - c0 : KNN_CHUNK;
+            for (int64_t c = c0; c < c0 + cn; c++)
+                if (g[c] >= thr && j0 + c != self) knn_rescore(s, i, j0 + c, x + c * ldx);
+        }
     }
 }
 
