@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "mmsa/train.h"
@@ -108,6 +109,11 @@ int main(int argc, char **argv)
     MPI_Comm_split(MPI_COMM_WORLD, in_half ? 0 : MPI_UNDEFINED, WORLD.rank, &half);
     if (in_half && mm_dist_init(&HALF, half)) MPI_Abort(MPI_COMM_WORLD, 1);
     snprintf(golden, sizeof golden, "%s/golden/mmsa_ref_v1.h5", tu_shared_dir());
+    if (access(golden, R_OK) != 0) {
+        /* without the data every rank would fail at a different point: stop all now */
+        if (WORLD.rank == 0) fprintf(stderr, "%s not found (set MMSA_SHARED to the shared folder)\n", golden);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     if (WORLD.rank == 0) snprintf(base, sizeof base, "%s", tu_tmpdir());
     MPI_Bcast(base, sizeof base, MPI_CHAR, 0, WORLD.comm);
     const struct CMUnitTest tests[] = {
