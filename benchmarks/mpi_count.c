@@ -6,15 +6,22 @@
  *   mpicc -shared -fPIC -O2 benchmarks/mpi_count.c -o build/benchmarks/libmpi_count.so
  *   MMSA_MPI_COUNT_OUT=dir mpirun -n 2 -x LD_PRELOAD=build/benchmarks/libmpi_count.so prog ...
  *
- * At MPI_Finalize every rank writes dir/rank<r>.csv: function,calls,bytes,seconds. Payload
- * bytes follow log.jsonl's convention: the reduced buffer for reductions, the gathered
- * total for gathers, the message for point-to-point. The per-step numbers are the
- * difference of two runs that differ only in their step count (start-up, dataset open
- * and the final checkpoint cancel). The time of a non-blocking call is the time to post
- * it; the wait for it is counted under MPI_Waitall / MPI_Testall. */
+ * At MPI_Finalize every rank writes dir/rank<r>.csv: function,calls,bytes,seconds (totals
+ * over the run). Payload bytes follow log.jsonl's convention: the reduced buffer for
+ * reductions, the gathered total for gathers, the message for point-to-point. The time
+ * of a non-blocking call is the time to post it; the wait for it is counted under
+ * MPI_Waitall / MPI_Testall.
+ *
+ * Per-step numbers: with MMSA_MPI_COUNT_MARK=<function> (e.g. MPI_Waitall, which
+ * mmsa_pretrain calls once per step to finish the gradient allreduce) the shim also takes
+ * a snapshot of every counter, and of the wall clock, after each call of that function,
+ * and writes them to dir/rank<r>_marks.csv: mark,wall_s,function,calls,bytes,seconds
+ * (cumulative). The differences between consecutive marks are the steps, each with its
+ * own wall time, so a reader can take medians over steps and leave out start-up. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum {
     F_ALLREDUCE, F_IALLREDUCE, F_ALLGATHER, F_ALLGATHERV, F_REDUCE_SCATTER, F_BCAST, F_REDUCE, F_GATHER,
@@ -26,6 +33,39 @@ static const char *names[F_COUNT] = {"MPI_Allreduce", "MPI_Iallreduce", "MPI_All
                                      "MPI_Isend", "MPI_Recv", "MPI_Waitall", "MPI_Testall"};
 static long long calls[F_COUNT];
 static double bytes[F_COUNT], secs[F_COUNT];
+
+/* snapshots after each call of the marked function */
+typedef struct {
+    double wall;
+    long long calls[F_COUNT];
+    double bytes[F_COUNT], secs[F_COUNT];
+} snapshot;
+static int mark_fn = -2; /* -2: not looked up yet, -1: none */
+static snapshot *marks;
+static int n_marks, cap_marks;
+
+static void maybe_mark(int f)
+{
+    if (mark_fn == -2) {
+        const char *m = getenv("MMSA_MPI_COUNT_MARK");
+        mark_fn = -1;
+        for (int i = 0; m && i < F_COUNT; i++)
+            if (!strcmp(m, names[i])) mark_fn = i;
+    }
+    if (f != mark_fn) return;
+    if (n_marks == cap_marks) {
+        int cap = cap_marks ? 2 * cap_marks : 256;
+        snapshot *t = realloc(marks, (size_t)cap * sizeof *t);
+        if (!t) return;
+        marks = t;
+        cap_marks = cap;
+    }
+    snapshot *s = &marks[n_marks++];
+    s->wall = PMPI_Wtime();
+    memcpy(s->calls, calls, sizeof calls);
+    memcpy(s->bytes, bytes, sizeof bytes);
+    memcpy(s->secs, secs, sizeof secs);
+}
 
 static double type_bytes(MPI_Datatype t, long long n)
 {
@@ -50,6 +90,7 @@ static long long sum_counts(const int *c, MPI_Comm comm)
         secs[f] += PMPI_Wtime() - t0_;         \
         calls[f]++;                            \
         bytes[f] += (b);                       \
+        maybe_mark(f);                         \
         return rc_;                            \
     } while (0)
 
@@ -156,6 +197,21 @@ int MPI_Finalize(void)
         } else {
             fprintf(stderr, "[rank %d] mpi_count: cannot write %s\n", rank, path);
         }
+        if (n_marks > 0) {
+            snprintf(path, sizeof path, "%s/rank%d_marks.csv", dir, rank);
+            f = fopen(path, "w");
+            if (f) {
+                fprintf(f, "mark,wall_s,function,calls,bytes,seconds\n");
+                for (int k = 0; k < n_marks; k++)
+                    for (int i = 0; i < F_COUNT; i++)
+                        fprintf(f, "%d,%.6f,%s,%lld,%.0f,%.6f\n", k, marks[k].wall - marks[0].wall, names[i],
+                                marks[k].calls[i], marks[k].bytes[i], marks[k].secs[i]);
+                fclose(f);
+            } else {
+                fprintf(stderr, "[rank %d] mpi_count: cannot write %s\n", rank, path);
+            }
+        }
     }
+    free(marks);
     return PMPI_Finalize();
 }

@@ -28,12 +28,15 @@ usage: jobs/scaling_$MODE.sh --dataset DATA.h5 [options]
   --batch N          $BATCH_HELP (default $BATCH_DEFAULT)
   --steps N          timed steps per rank count (default 6)
   --warmup N         untimed steps before them (default 2)
+  --repeats R        runs per rank count, interleaved (default 1); medians over all of them
   --oversubscribe    allow rank counts above the $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) cores (correctness only, flagged)
   --out DIR          output folder (default benchmarks/out/scaling)
   --set K=V          any job key, passed to mmsa_pretrain (repeatable)
   --bin DIR          folder of mmsa_pretrain (default bin)
+  --mpirun-args "A"  more mpirun options, e.g. "--mca mpi_yield_when_idle 1" on a shared machine
 
-writes DIR/scaling_$MODE.csv, DIR/scaling_$MODE.png and DIR/$MODE-P<ranks>/ (run logs).
+writes DIR/scaling_$MODE.csv, DIR/scaling_$MODE.png, DIR/$MODE-P<ranks>-r<repeat>/ (run
+logs) and DIR/$MODE-runs.txt (which run is which).
 EOF
 }
 
@@ -43,8 +46,8 @@ scaling_main() { # MODE (strong|weak) and the command-line arguments
     repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     cd "$repo" || return 1
     local dataset=${DATASET:-} job=configs/zinc250k.yaml ranks="1 2" batch=$BATCH_DEFAULT steps=6 warmup=2
-    local over=0 out=benchmarks/out/scaling bin=bin
-    local -a sets=()
+    local over=0 out=benchmarks/out/scaling bin=bin repeats=1
+    local -a sets=() extra=()
     while [ $# -gt 0 ]; do
         case $1 in
         --dataset) dataset=$2; shift 2 ;;
@@ -53,10 +56,12 @@ scaling_main() { # MODE (strong|weak) and the command-line arguments
         --batch) batch=$2; shift 2 ;;
         --steps) steps=$2; shift 2 ;;
         --warmup) warmup=$2; shift 2 ;;
+        --repeats) repeats=$2; shift 2 ;;
         --oversubscribe) over=1; shift ;;
         --out) out=$2; shift 2 ;;
         --set) sets+=(--set "$2"); shift 2 ;;
         --bin) bin=$2; shift 2 ;;
+        --mpirun-args) read -r -a extra <<<"$2"; shift 2 ;;
         -h | --help) scaling_usage; return 0 ;;
         *) echo "scaling_$MODE: unknown argument '$1'" >&2; scaling_usage >&2; return 2 ;;
         esac
@@ -68,8 +73,9 @@ scaling_main() { # MODE (strong|weak) and the command-line arguments
     fi
     [ -x "$bin/mmsa_pretrain" ] || { echo "scaling_$MODE: $bin/mmsa_pretrain not built (make)" >&2; return 2; }
     [ -r "$job" ] || { echo "scaling_$MODE: cannot read job file $job" >&2; return 2; }
-    case "$steps$warmup$batch" in *[!0-9]*) echo "scaling_$MODE: --steps, --warmup, --batch take integers" >&2; return 2 ;; esac
-    [ "$steps" -ge 1 ] && [ "$batch" -ge 1 ] || { echo "scaling_$MODE: --steps and --batch must be >= 1" >&2; return 2; }
+    case "$steps$warmup$batch$repeats" in *[!0-9]*) echo "scaling_$MODE: --steps, --warmup, --batch, --repeats take integers" >&2; return 2 ;; esac
+    [ "$steps" -ge 1 ] && [ "$batch" -ge 1 ] && [ "$repeats" -ge 1 ] ||
+        { echo "scaling_$MODE: --steps, --batch and --repeats must be >= 1" >&2; return 2; }
 
     export BLIS_NUM_THREADS=1 OMP_NUM_THREADS=1
     if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
@@ -77,79 +83,101 @@ scaling_main() { # MODE (strong|weak) and the command-line arguments
     cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     mkdir -p "$out"
     local csv=$out/scaling_$MODE.csv
-    echo "ranks,batch_per_rank,global_batch,step_s,step_s_min,step_s_max,mol_per_s,mol_per_s_per_rank,speedup,efficiency,oversubscribed,grad_allreduce_bytes,allgather_bytes,reduce_scatter_bytes,norm_allreduce_bytes,bank_bytes,other_bytes,loss_first,loss_last,load_avg" >"$csv.tmp"
-    echo "scaling_$MODE: dataset $dataset, job $job, ranks '$ranks', $BATCH_LABEL $batch, $warmup warm-up + $steps timed steps; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    local P b B flag run rc
-    for P in $ranks; do
-        case "$P" in '' | *[!0-9]* | 0) echo "scaling_$MODE: bad rank count '$P'" >&2; return 2 ;; esac
-        flag=0
-        local -a mpiflags=()
-        if [ "$P" -gt "$cores" ]; then
-            if [ "$over" != 1 ]; then
-                echo "scaling_$MODE: skipping P=$P: more ranks than the $cores cores (add --oversubscribe for a correctness-only run)"
-                continue
+    echo "scaling_$MODE: dataset $dataset, job $job, ranks '$ranks', $BATCH_LABEL $batch, $warmup warm-up + $steps timed steps, $repeats repeat(s)${extra[*]:+, mpirun ${extra[*]}}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    local P b B flag run rc r
+    : >"$out/$MODE-runs.txt"
+    # repeats outermost: every rank count sees the machine in the same state, on average
+    for r in $(seq 1 "$repeats"); do
+        for P in $ranks; do
+            case "$P" in '' | *[!0-9]* | 0) echo "scaling_$MODE: bad rank count '$P'" >&2; return 2 ;; esac
+            flag=0
+            local -a mpiflags=()
+            if [ "$P" -gt "$cores" ]; then
+                if [ "$over" != 1 ]; then
+                    [ "$r" = 1 ] && echo "scaling_$MODE: skipping P=$P: more ranks than the $cores cores (add --oversubscribe for a correctness-only run)"
+                    continue
+                fi
+                flag=1
+                mpiflags=(--oversubscribe)
             fi
-            flag=1
-            mpiflags=(--oversubscribe)
-        fi
-        if [ "$MODE" = strong ]; then
-            B=$batch
-            if [ "$B" -lt "$P" ]; then echo "scaling_strong: skipping P=$P: global batch $B < ranks" >&2; continue; fi
-            b=$(( (B + P - 1) / P ))
-        else
-            b=$batch
-            B=$((batch * P))
-        fi
-        run=$out/$MODE-P$P
-        rm -rf "$run"
-        mkdir -p "$run"
-        echo "scaling_$MODE: P=$P, global batch $B$([ $flag = 1 ] && echo ' (oversubscribed: correctness only)')"
-        mpirun -n "$P" "${mpiflags[@]}" "$bin/mmsa_pretrain" "$job" --quiet \
-            --set "train.dataset=$dataset" --set "train.run_dir=$run" --set "train.batch_size=$B" \
-            --set train.holdout=0 --set train.log_every=1 --set checkpoint.every=0 --set checkpoint.resume=false \
-            "${sets[@]}" --steps $((warmup + steps)) >"$run/stdout.txt" 2>"$run/stderr.txt"
-        rc=$?
-        if [ $rc -ne 0 ]; then
-            echo "scaling_$MODE: P=$P failed (exit $rc):" >&2
-            tail -n 20 "$run/stderr.txt" >&2
-            return 1
-        fi
-        local load
-        load=$(cut -d' ' -f1 /proc/loadavg)
-        python3 - "$run/log.jsonl" "$P" "$b" "$B" "$warmup" "$flag" "$load" >>"$csv.tmp" <<'EOF' || return 1
-import json, statistics, sys
-log, P, b, B, warmup, flag, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
-rows = [json.loads(l) for l in open(log) if l.strip()]
-timed = [r for r in rows if r["step"] > warmup]
-if not timed:
-    sys.exit("no timed steps in " + log)
-# log_every is 1: mol_per_s is the global batch over the wall time of that one step
-t = [B / r["mol_per_s"] for r in timed]
-med = statistics.median(t)
-kinds = ["grad_allreduce", "allgather", "reduce_scatter", "norm_allreduce", "bank", "other"]
-cb = [statistics.median(r["comm_bytes"][k] for r in timed) for k in kinds]
-print(f"{P},{b},{B},{med:.5f},{min(t):.5f},{max(t):.5f},{B / med:.3f},{B / med / P:.3f},,,{flag},"
-      + ",".join(f"{x:.0f}" for x in cb) + f",{rows[0]['loss']:.6f},{rows[-1]['loss']:.6f},{load}")
-EOF
+            if [ "$MODE" = strong ]; then
+                B=$batch
+                if [ "$B" -lt "$P" ]; then
+                    [ "$r" = 1 ] && echo "scaling_strong: skipping P=$P: global batch $B < ranks" >&2
+                    continue
+                fi
+                b=$(( (B + P - 1) / P ))
+            else
+                b=$batch
+                B=$((batch * P))
+            fi
+            run=$out/$MODE-P$P-r$r
+            rm -rf "$run"
+            mkdir -p "$run"
+            echo "scaling_$MODE: repeat $r, P=$P, global batch $B$([ $flag = 1 ] && echo ' (oversubscribed: correctness only)')"
+            mpirun -n "$P" "${mpiflags[@]}" "${extra[@]}" "$bin/mmsa_pretrain" "$job" --quiet \
+                --set "train.dataset=$dataset" --set "train.run_dir=$run" --set "train.batch_size=$B" \
+                --set train.holdout=0 --set train.log_every=1 --set checkpoint.every=0 --set checkpoint.resume=false \
+                "${sets[@]}" --steps $((warmup + steps)) >"$run/stdout.txt" 2>"$run/stderr.txt"
+            rc=$?
+            if [ $rc -ne 0 ]; then
+                echo "scaling_$MODE: P=$P failed (exit $rc):" >&2
+                tail -n 20 "$run/stderr.txt" >&2
+                return 1
+            fi
+            echo "$P $b $B $flag $(cut -d' ' -f1 /proc/loadavg) $run/log.jsonl" >>"$out/$MODE-runs.txt"
+        done
     done
-    # speedup and efficiency against the smallest rank count measured
-    python3 - "$csv.tmp" "$csv" <<'EOF' || return 1
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-if not rows:
+    # Per rank count: medians over the timed steps of every repeat; speedup and
+    # efficiency against the smallest rank count; for strong scaling (the same global
+    # batch, so the same loss trajectory by the determinism contract) the largest
+    # relative loss difference to the smallest rank count over all steps.
+    python3 - "$out/$MODE-runs.txt" "$csv" "$warmup" "$MODE" <<'EOF' || return 1
+import csv, json, statistics, sys
+runs_path, out_path, warmup, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+kinds = ["grad_allreduce", "allgather", "reduce_scatter", "norm_allreduce", "bank", "other"]
+by_p = {}
+for line in open(runs_path):
+    P, b, B, flag, load, log = line.split()
+    rows = [json.loads(l) for l in open(log) if l.strip()]
+    e = by_p.setdefault(int(P), {"b": int(b), "B": int(B), "flag": flag, "loads": [], "runs": []})
+    e["loads"].append(float(load))
+    e["runs"].append(rows)
+if not by_p:
     sys.exit("no rank count was measured")
-base = min(rows, key=lambda r: int(r["ranks"]))
-P0, x0 = int(base["ranks"]), float(base["mol_per_s"])
-for r in rows:
-    P, x = int(r["ranks"]), float(r["mol_per_s"])
-    r["speedup"] = f"{x / x0:.4f}"
-    r["efficiency"] = f"{(x / P) / (x0 / P0):.4f}"
-with open(sys.argv[2], "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=rows[0].keys())
+P0 = min(by_p)
+ref = {r["step"]: r["loss"] for r in by_p[P0]["runs"][0]}
+out = []
+for P in sorted(by_p):
+    e = by_p[P]
+    B = e["B"]
+    timed = [r for rows in e["runs"] for r in rows if r["step"] > warmup]
+    if not timed:
+        sys.exit(f"no timed steps at P={P}")
+    # log_every is 1: mol_per_s is the global batch over the wall time of that one step
+    t = [B / r["mol_per_s"] for r in timed]
+    med = statistics.median(t)
+    cb = [statistics.median(r["comm_bytes"][k] for r in timed) for k in kinds]
+    diff = ""
+    if mode == "strong":
+        d = [abs(r["loss"] - ref[r["step"]]) / abs(ref[r["step"]]) for rows in e["runs"] for r in rows if r["step"] in ref]
+        diff = f"{max(d):.2e}" if d else ""
+    row = {"ranks": P, "batch_per_rank": e["b"], "global_batch": B, "step_s": f"{med:.5f}", "step_s_min": f"{min(t):.5f}",
+           "step_s_max": f"{max(t):.5f}", "timed_steps": len(t), "mol_per_s": f"{B / med:.3f}",
+           "mol_per_s_per_rank": f"{B / med / P:.3f}", "speedup": "", "efficiency": "", "oversubscribed": e["flag"]}
+    row.update({f"{k}_bytes": f"{x:.0f}" for k, x in zip(kinds, cb)})
+    row.update({"loss_rel_diff_vs_P0": diff, "load_avg": f"{statistics.mean(e['loads']):.2f}"})
+    out.append(row)
+x0 = float(out[0]["mol_per_s"])
+for row in out:
+    P, x = row["ranks"], float(row["mol_per_s"])
+    row["speedup"] = f"{x / x0:.4f}"
+    row["efficiency"] = f"{(x / P) / (x0 / P0):.4f}"
+with open(out_path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=out[0].keys())
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(out)
 EOF
-    rm -f "$csv.tmp"
     echo
     column -s, -t <"$csv" | cut -c1-150
     scaling_plot "$csv" "$out/scaling_$MODE.png" "$(basename "$dataset"), $BATCH_LABEL $batch"
@@ -173,14 +201,15 @@ set grid
 set xlabel "MPI ranks"
 set logscale x 2
 set ylabel "molecules / s (all ranks)"
-# ideal: the smallest rank count's throughput scaled by P / P0, which is throughput / efficiency
-plot "$csv" using 1:(\$11 == 0 ? \$7 : 1/0) with linespoints pt 7 lw 2 title "measured", \
-     "$csv" using 1:(\$11 == 1 ? \$7 : 1/0) with points pt 6 ps 1.5 title "oversubscribed (correctness only)", \
-     "$csv" using 1:(\$7 / \$10) with lines dt 2 lc rgb "gray40" title "ideal"
+# columns: 1 ranks, 8 mol_per_s, 11 efficiency, 12 oversubscribed; ideal = throughput / efficiency
+# (the smallest rank count's throughput scaled by P / P0)
+plot "$csv" using 1:(\$12 == 0 ? \$8 : 1/0) with linespoints pt 7 lw 2 title "measured", \
+     "$csv" using 1:(\$12 == 1 ? \$8 : 1/0) with points pt 6 ps 1.5 title "oversubscribed (correctness only)", \
+     "$csv" using 1:(\$8 / \$11) with lines dt 2 lc rgb "gray40" title "ideal"
 set ylabel "parallel efficiency"
 set yrange [0:1.2]
-plot "$csv" using 1:(\$11 == 0 ? \$10 : 1/0) with linespoints pt 7 lw 2 title "measured", \
-     "$csv" using 1:(\$11 == 1 ? \$10 : 1/0) with points pt 6 ps 1.5 title "oversubscribed (correctness only)", \
+plot "$csv" using 1:(\$12 == 0 ? \$11 : 1/0) with linespoints pt 7 lw 2 title "measured", \
+     "$csv" using 1:(\$12 == 1 ? \$11 : 1/0) with points pt 6 ps 1.5 title "oversubscribed (correctness only)", \
      1 with lines dt 2 lc rgb "gray40" title "ideal"
 unset multiplot
 EOF
