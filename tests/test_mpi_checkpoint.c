@@ -744,6 +744,19 @@ static void test_load_params_prefix(void **state)
     assert_msg_has("/params/enc.fp.emb");
     mm_error_clear();
     mm_params_destroy(&q);
+
+    /* BatchNorm statistics for fine-tuning: a prefix of /buffers, and bn_batches */
+    float buf[N_BUF];
+    int64_t nb = -1;
+    for (int k = 0; k < N_BUF; k++) buf[k] = -7.0f;
+    assert_int_equal(mm_ckpt_load_buffers(p, MPI_COMM_SELF, buf, N_BUF - 1, &nb), MM_OK);
+    assert_memory_equal(buf, w.buf, (N_BUF - 1) * sizeof(float));
+    assert_true(buf[N_BUF - 1] == -7.0f);
+    assert_int_equal(nb, w.s.bn_batches);
+    assert_int_equal(mm_ckpt_load_buffers(p, D.comm, buf, N_BUF + 1, &nb), MM_ERR_FORMAT);
+    assert_msg_has("fewer than the");
+    assert_msg_has(p);
+    mm_error_clear();
     model_free(&w);
 }
 

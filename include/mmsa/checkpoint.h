@@ -95,4 +95,10 @@ mm_status mm_ckpt_read(const char *path, mm_dist *d, mm_ckpt_state *s);
 mm_status mm_ckpt_load_params(const char *path, MPI_Comm comm, mm_params *params, const char *prefix,
                               int *n_loaded);
 
+/* BatchNorm running statistics for fine-tuning and embedding: the first n values of the
+ * checkpoint's /buffers (a model's buffers are laid out encoder by encoder, the graph
+ * encoder's first) into dst, and its bn_batches. The file must hold at least n values;
+ * the checksum is checked. Collective over comm like mm_ckpt_load_params. */
+mm_status mm_ckpt_load_buffers(const char *path, MPI_Comm comm, float *dst, size_t n, int64_t *bn_batches);
+
 #endif

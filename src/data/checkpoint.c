@@ -1303,19 +1303,80 @@ static mm_status load_params(hid_t f, const char *path, mm_params *params, const
     return MM_OK;
 }
 
-mm_status mm_ckpt_load_params(const char *path, MPI_Comm comm, mm_params *params, const char *prefix, int *n_loaded)
+/* The first n floats of /buffers (with its checksum checked over the whole dataset). */
+static mm_status load_buffers(hid_t f, const char *path, float *dst, size_t n, int64_t *bn_batches)
 {
-    *n_loaded = 0;
-    MM_CHECK_ARG(path && params && params->allocated, "checkpoint load: needs a path and an allocated parameter registry");
+    MM_CALL(check_format(f, path));
+    htri_t ex = H5Lexists(f, "buffers", H5P_DEFAULT);
+    if (ex <= 0) return H5ERR(MM_ERR_FORMAT, "%s: dataset /buffers (BatchNorm running statistics) is missing", path);
+    hid_t ds = H5Dopen2(f, "buffers", H5P_DEFAULT);
+    if (ds < 0) return H5ERR(MM_ERR_FORMAT, "%s: cannot open dataset /buffers", path);
+    hid_t sp = H5Dget_space(ds);
+    hsize_t nf = 0;
+    mm_status st = MM_OK;
+    if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, &nf, NULL) < 0)
+        st = MM_ERR(MM_ERR_FORMAT, "%s: /buffers is not a 1-D dataset", path);
+    else if (nf < n)
+        st = MM_ERR(MM_ERR_FORMAT, "%s: /buffers holds %llu values, fewer than the %zu wanted", path,
+                    (unsigned long long)nf, n);
+    float *all = st == MM_OK ? mm_malloc((nf ? nf : 1) * sizeof(float)) : NULL;
+    if (st == MM_OK && !all) st = MM_ERR(MM_ERR_NOMEM, "%s: /buffers (%llu values)", path, (unsigned long long)nf);
+    if (st == MM_OK) st = read_whole_f32(ds, "/buffers", all, (size_t)nf, path);
+    if (st == MM_OK) st = attr_read_num(ds, "/buffers", "bn_batches", H5T_NATIVE_INT64, bn_batches, path);
+    if (st == MM_OK && n) memcpy(dst, all, n * sizeof(float));
+    if (all) mm_free_sized(all, (nf ? nf : 1) * sizeof(float));
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(ds);
+    return st;
+}
+
+/* Opens path read-only (collective over comm), runs one loader on it, closes it. */
+typedef struct load_ctx {
+    mm_params *params;
+    const char *prefix;
+    int *n_loaded;
+    float *dst;
+    size_t n;
+    int64_t *bn_batches;
+} load_ctx;
+
+static mm_status with_checkpoint(const char *path, MPI_Comm comm, mm_status (*load)(hid_t, const char *, load_ctx *),
+                                 load_ctx *ctx)
+{
     h5_auto quiet = h5_silence();
     hid_t f;
     mm_status st = open_for_read(path, comm, &f);
     if (st == MM_OK) {
-        st = load_params(f, path, params, prefix, n_loaded);
+        st = load(f, path, ctx);
         if (H5Fclose(f) < 0 && st == MM_OK) st = H5ERR(MM_ERR_IO, "cannot close checkpoint %s", path);
         H5Eclear2(H5E_DEFAULT);
     }
     if (st != MM_OK) mm_error_push(__FILE__, __LINE__, __func__);
     h5_restore(quiet);
     return st;
+}
+
+static mm_status load_params_cb(hid_t f, const char *path, load_ctx *c)
+{
+    return load_params(f, path, c->params, c->prefix, c->n_loaded);
+}
+
+static mm_status load_buffers_cb(hid_t f, const char *path, load_ctx *c)
+{
+    return load_buffers(f, path, c->dst, c->n, c->bn_batches);
+}
+
+mm_status mm_ckpt_load_params(const char *path, MPI_Comm comm, mm_params *params, const char *prefix, int *n_loaded)
+{
+    *n_loaded = 0;
+    MM_CHECK_ARG(path && params && params->allocated, "checkpoint load: needs a path and an allocated parameter registry");
+    load_ctx c = {.params = params, .prefix = prefix, .n_loaded = n_loaded};
+    return with_checkpoint(path, comm, load_params_cb, &c);
+}
+
+mm_status mm_ckpt_load_buffers(const char *path, MPI_Comm comm, float *dst, size_t n, int64_t *bn_batches)
+{
+    MM_CHECK_ARG(path && (dst || n == 0) && bn_batches, "checkpoint buffer load: needs a path, a destination and bn_batches");
+    load_ctx c = {.dst = dst, .n = n, .bn_batches = bn_batches};
+    return with_checkpoint(path, comm, load_buffers_cb, &c);
 }

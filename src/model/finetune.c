@@ -551,6 +551,10 @@ static mm_status init_model(ft_run *r, uint64_t seed)
             mm_error_hint("is it an mmsa_pretrain checkpoint of the MMSA model?");
             return st;
         }
+        /* the GIN's BatchNorm running statistics come first in the model's buffers; eval
+         * mode uses them until fine-tuning batches have replaced them */
+        size_t n_gin = 2 * (size_t)r->mcfg.gin_layers * (size_t)r->mcfg.gin_hidden;
+        MM_CALL(mm_ckpt_load_buffers(job->model.init, r->d->comm, r->model.buffers, n_gin, &r->model.bn_batches));
     }
     /* head: E -> T, or E -> head_hidden -> T */
     int64_t E = r->mcfg.embed_dim, Hh = job->model.head_hidden, T = r->T;
