@@ -53,4 +53,24 @@ static inline FILE *bench_csv(const char *name, char *path, size_t n)
     return f;
 }
 
+/* The default molecule input: $MMSA_SHARED/data/pretrain/zinc250k.csv.gz (MMSA_SHARED
+ * defaults to ../shared, the repository's sibling). */
+static inline void bench_zinc_path(char *buf, size_t n)
+{
+    const char *shared = getenv("MMSA_SHARED");
+    snprintf(buf, n, "%s/data/pretrain/zinc250k.csv.gz", shared && *shared ? shared : "../shared");
+}
+
+/* In an MPI benchmark (mpi.h and mmsa/error.h included first): print the library's error
+ * with the rank and abort every rank when expr is not MM_OK. */
+#ifdef MPI_VERSION
+#define BENCH_MPI_CHECK(expr, rank)         \
+    do {                                    \
+        if ((expr) != MM_OK) {              \
+            mm_error_print(stderr, (rank)); \
+            MPI_Abort(MPI_COMM_WORLD, 1);   \
+        }                                   \
+    } while (0)
+#endif
+
 #endif

@@ -27,13 +27,7 @@
 #include "mmsa/knn.h"
 #include "mmsa/rng.h"
 
-#define CHECK(expr)                                   \
-    do {                                              \
-        if ((expr) != MM_OK) {                        \
-            mm_error_print(stderr, rank);             \
-            MPI_Abort(MPI_COMM_WORLD, 1);             \
-        }                                             \
-    } while (0)
+#define CHECK(expr) BENCH_MPI_CHECK(expr, rank)
 
 static int rank;
 

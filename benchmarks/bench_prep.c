@@ -1,12 +1,14 @@
 /* bench_prep: featurisation speed per stage, beside the obabel command line.
  *
- *   mpirun -n P bench_prep [--input FILE] [--n N] [--no-obabel]
+ *   mpirun -n P bench_prep [--input FILE] [--n N] [--ff-steps S] [--no-obabel]
  *
  * Every rank featurises its contiguous slice of the first N molecules (default 2000
  * of ZINC250k) with every stage on, and reports molecules/s per rank for each stage
  * (parse + graph, 3D, image, fingerprint, scaffold) from the featuriser's own stage
- * clocks. Then rank 0 converts its own slice with `obabel -ismi -osdf --gen3d` (SMILES
- * to 3D SDF) in the same run, and the table gives the ratio of the two 3D rates, and
+ * clocks, at mmsa_prep's default force-field budget unless --ff-steps says otherwise
+ * (bench_conformer shows what each budget buys). Then rank 0 converts its own slice
+ * with `obabel -ismi -osdf --gen3d` (SMILES to 3D SDF) in the same run, and the table
+ * gives the ratio of the two 3D rates, and
  * projections for ZINC250k (249,455 molecules) at this rank count. Writes
  * benchmarks/out/bench_prep.csv. */
 #include <mpi.h>
@@ -19,14 +21,7 @@
 #include "mmsa/chem.h"
 #include "mmsa/csv.h"
 
-#define CHECK(expr)                                   \
-    do {                                              \
-        mm_status s_ = (expr);                        \
-        if (s_ != MM_OK) {                            \
-            mm_error_print(stderr, rank);             \
-            MPI_Abort(MPI_COMM_WORLD, 1);             \
-        }                                             \
-    } while (0)
+#define CHECK(expr) BENCH_MPI_CHECK(expr, rank)
 
 int main(int argc, char **argv)
 {
@@ -35,20 +30,21 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     char input[1024];
-    const char *shared = getenv("MMSA_SHARED");
-    snprintf(input, sizeof input, "%s/data/pretrain/zinc250k.csv.gz", shared && *shared ? shared : "../shared");
+    bench_zinc_path(input, sizeof input);
     int64_t n = 2000;
-    int obabel = 1;
+    int obabel = 1, ff_steps = MM_CHEM_FF_STEPS_DEFAULT;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             if (rank == 0)
-                printf("usage: mpirun -n P bench_prep [--input FILE] [--n N] [--no-obabel]\n"
+                printf("usage: mpirun -n P bench_prep [--input FILE] [--n N] [--ff-steps S] [--no-obabel]\n"
                        "  default input: $MMSA_SHARED/data/pretrain/zinc250k.csv.gz (MMSA_SHARED defaults to ../shared),\n"
-                       "  N = 2000 molecules; rank 0 also times `obabel --gen3d` on its slice.\n");
+                       "  N = 2000 molecules, S = %d force-field steps (mmsa_prep's default);\n"
+                       "  rank 0 also times `obabel --gen3d` on its slice.\n", MM_CHEM_FF_STEPS_DEFAULT);
             MPI_Finalize();
             return 0;
         } else if (!strcmp(argv[i], "--input") && i + 1 < argc) snprintf(input, sizeof input, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--n") && i + 1 < argc) n = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--ff-steps") && i + 1 < argc) ff_steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-obabel")) obabel = 0;
         else {
             if (rank == 0) fprintf(stderr, "bench_prep: unknown argument %s (see --help)\n", argv[i]);
@@ -78,6 +74,7 @@ int main(int argc, char **argv)
 
     mm_chem_opts o;
     mm_chem_opts_default(&o);
+    o.ff_steps = ff_steps;
     mm_chem *c;
     CHECK(mm_chem_create(&o, &c));
     mm_mol_feat f;
@@ -128,8 +125,9 @@ int main(int argc, char **argv)
         const char *names[5] = {"parse + canonical SMILES + graph", "3D conformer (builder + MMFF94)", "image (depiction)",
                                 "fingerprint (ECFP4)", "scaffold (Murcko)"};
         double per_rank = sums[6] / size;
-        printf("bench_prep: %lld molecules of %s on %d rank(s) (%lld per rank), %.0f%% with a conformer\n",
-               (long long)n, input, size, (long long)(n / size), 100.0 * sums[7] / sums[6]);
+        printf("bench_prep: %lld molecules of %s on %d rank(s) (%lld per rank), %d force-field steps, %.0f%% with a "
+               "conformer\n",
+               (long long)n, input, size, (long long)(n / size), ff_steps, 100.0 * sums[7] / sums[6]);
         printf("  %-36s %14s %12s\n", "stage", "mol/s per rank", "s per rank");
         char path[512];
         FILE *csv = bench_csv("bench_prep", path, sizeof path);
