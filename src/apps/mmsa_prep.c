@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mmsa/chem.h"
 #include "mmsa/dataset.h"
 #include "mmsa/prep.h"
 
@@ -38,7 +39,7 @@ static void usage(FILE *f)
             "  --output OUT.h5       dataset file to write                  (output.path)\n"
             "features:\n"
             "  --no-3d               no conformers (SD input keeps its own 3D) (features.conformer)\n"
-            "  --ff-steps N          force-field steps per conformer (250)  (features.ff_steps)\n"
+            "  --ff-steps N          force-field steps per conformer (" MM_CHEM_STR(MM_CHEM_FF_STEPS_DEFAULT) ")   (features.ff_steps)\n"
             "  --seed S              conformer seed (1)                     (features.seed)\n"
             "  --no-image            no 2D depiction                        (features.image)\n"
             "  --image-size N        depiction side in pixels (64)          (features.image_size)\n"

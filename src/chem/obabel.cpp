@@ -212,7 +212,7 @@ extern "C" void mm_chem_opts_default(mm_chem_opts *o)
     memset(o, 0, sizeof *o);
     o->max_atoms = 200;
     o->conformer = 1;
-    o->ff_steps = 100;
+    o->ff_steps = MM_CHEM_FF_STEPS_DEFAULT;
     o->ff_threads = 1;
     o->keep_input_3d = 1;
     o->image = 1;

@@ -50,7 +50,7 @@ static const mm_cfg_field fields[] = {
 
     F(features, mm_prep_features_config, conformer, MM_CFG_BOOL, "true", 1, 0,
       "build one 3D conformer per molecule (Open Babel builder, MMFF94, UFF fallback)"),
-    F(features, mm_prep_features_config, ff_steps, MM_CFG_INT, "250", 0, 1000000,
+    F(features, mm_prep_features_config, ff_steps, MM_CFG_INT, MM_CHEM_STR(MM_CHEM_FF_STEPS_DEFAULT), 0, 1000000,
       "force-field conjugate-gradient steps per conformer"),
     F(features, mm_prep_features_config, keep_input_3d, MM_CFG_BOOL, "true", 1, 0,
       "SD records with 3D coordinates keep them (also when conformer is false)"),
