@@ -66,10 +66,10 @@ extern "C" {
 #define MM_CHEM_FP_BYTES 256
 /* Default force-field step budget of a conformer (mm_chem_opts.ff_steps, mmsa_prep's
  * features.ff_steps). Measured by benchmarks/bench_conformer on 240 ZINC250k molecules
- * (benchmarks/README.md): each step costs about 0.7 ms of one core; after 50 steps the
- * heavy-atom distances are within 0.12 A (median dRMSD) of the converged geometry, against
- * 0.35 A straight from the builder and 0.07 A after 100 steps. 50 steps keep ZINC250k
- * with 3D within 2 hours on 2 cores; 250 steps (obabel --gen3d's budget) take 5. */
+ * (benchmarks/README.md): each step costs about 0.8 ms of one core; after 50 steps the
+ * heavy-atom distances are within 0.14 A (median dRMSD; 90th percentile 0.45 A) of the
+ * converged geometry, against 0.36 A straight from the builder and 0.08 A after 100 steps.
+ * 50 steps keep ZINC250k with 3D under 2 hours on 2 cores; 250 steps take 6. */
 #define MM_CHEM_FF_STEPS_DEFAULT 50
 #define MM_CHEM_STR_(x) #x
 #define MM_CHEM_STR(x) MM_CHEM_STR_(x)
