@@ -94,13 +94,9 @@ int main(int argc, char **argv)
     st = mm_dist_init(&d, MPI_COMM_WORLD);
     if (st == MM_OK) st = mm_finetune_run(&job, &d, flags, &res);
     if (st != MM_OK) {
-        /* Every rank returns the failure; the ones that did not cause it say "another
-         * rank failed". Rank 0 reports when it holds the cause (the usual case: the
-         * same job, file or label error on every rank), else the ranks that do. */
-        int zero_has_cause = strstr(mm_error_message(), "another rank failed") == NULL;
-        MPI_Bcast(&zero_has_cause, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        if (zero_has_cause ? rank == 0 : strstr(mm_error_message(), "another rank failed") == NULL)
-            mm_error_print(stderr, d.size > 1 ? rank : -1);
+        /* Every rank returns the failure, and the ranks agree on it (mm_dist_agree): rank
+         * 0 holds the cause, or the lowest failing rank's message, so it reports once. */
+        if (rank == 0) mm_error_print(stderr, -1);
         MPI_Finalize();
         return 1;
     }

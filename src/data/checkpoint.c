@@ -1,6 +1,6 @@
 /* checkpoint.c: collective, atomic checkpoints in parallel HDF5 (see checkpoint.h).
  *
- * Writing, in phases that each end with every rank knowing the outcome (agree()):
+ * Writing, in phases that each end with every rank knowing the outcome (mm_dist_agree()):
  *  1. local checks (arguments, names, the bank's partition), rank 0 hashes the
  *     replicated arrays, every rank hashes its bank rows;
  *  2. the layout (names, shapes, kinds, directory) is compared across ranks, rank 0's
@@ -115,28 +115,6 @@ static uint64_t hash_rows(int64_t row0, int64_t rows, const void *p, size_t row_
 
 /* ------------------------------------------------------------------ agreement */
 
-/* Collective: every rank returns the status of the lowest failing rank, with that
- * rank's message (the failing rank keeps its own record, frames and hint). */
-static mm_status agree(mm_dist *d, mm_status st)
-{
-    if (d->size == 1) return st;
-    int me = st != MM_OK ? d->rank : d->size, first = d->size;
-    int rc = MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, d->comm);
-    if (rc != MPI_SUCCESS) return mm_error_mpi(rc, "MPI_Allreduce (checkpoint agreement)", __FILE__, __LINE__, __func__);
-    if (first == d->size) return MM_OK;
-    struct {
-        int code;
-        char msg[1024];
-    } m = {0, ""};
-    if (d->rank == first) {
-        m.code = (int)st;
-        snprintf(m.msg, sizeof m.msg, "%s", mm_error_message());
-    }
-    rc = MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, first, d->comm);
-    if (rc != MPI_SUCCESS) return mm_error_mpi(rc, "MPI_Bcast (checkpoint agreement)", __FILE__, __LINE__, __func__);
-    if (d->rank == first) return st;
-    return mm_error_raise((mm_status)m.code, __FILE__, __LINE__, __func__, "%s (reported by rank %d)", m.msg, first);
-}
 
 /* ------------------------------------------------------------------ files and names */
 
@@ -689,7 +667,7 @@ static mm_status share(ckpt_writer *w)
                     "checkpoint %s: the ranks disagree on the directory, the parameter registry, the buffers, the optimiser "
                     "or the memory bank (every rank must pass the same model)",
                     w->final);
-    MM_CALL(agree(d, st)); /* all ranks saw the same comparison: same outcome */
+    MM_CALL(mm_dist_agree(d, st)); /* all ranks saw the same comparison: same outcome */
     uint64_t bank_sum[2] = {w->h.bank_sum[0], w->h.bank_sum[1]};
     MM_MPI_CALL(MPI_Bcast(&w->h, (int)sizeof w->h, MPI_BYTE, 0, d->comm));
     MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, bank_sum, 2, MPI_UINT64_T, MPI_SUM, d->comm));
@@ -703,7 +681,7 @@ static mm_status share(ckpt_writer *w)
         w->job = mm_malloc(w->h.job_len + 1);
         if (!w->job) st = MM_ERR(MM_ERR_NOMEM, "checkpoint %s: job text (%llu bytes)", w->final, (unsigned long long)w->h.job_len);
     }
-    MM_CALL(agree(d, st));
+    MM_CALL(mm_dist_agree(d, st));
     MM_MPI_CALL(MPI_Bcast(w->job, nj, MPI_CHAR, 0, d->comm));
     return MM_OK;
 }
@@ -795,7 +773,7 @@ done:
 
 #define STEP(expr)                                   \
     do {                                             \
-        st = agree(w->d, (expr));                    \
+        st = mm_dist_agree(w->d, (expr));                    \
         if (st != MM_OK) {                           \
             mm_error_push(__FILE__, __LINE__, __func__); \
             goto done;                               \
@@ -953,12 +931,12 @@ mm_status mm_ckpt_write(const char *dir, mm_dist *d, const mm_ckpt_state *s, int
     w.d = d;
     w.s = s;
     w.file = w.dxpl = H5I_INVALID_HID;
-    mm_status st = agree(d, prepare(&w));
+    mm_status st = mm_dist_agree(d, prepare(&w));
     if (st == MM_OK) st = share(&w);
-    if (st == MM_OK) st = agree(d, d->rank == 0 ? make_dirs(dir) : MM_OK);
+    if (st == MM_OK) st = mm_dist_agree(d, d->rank == 0 ? make_dirs(dir) : MM_OK);
     bool created = false;
     if (st == MM_OK) {
-        st = agree(d, create_file(&w));
+        st = mm_dist_agree(d, create_file(&w));
         created = true; /* a temp file may exist even when creation failed midway */
     }
     if (st == MM_OK) st = write_contents(&w);
@@ -966,10 +944,10 @@ mm_status mm_ckpt_write(const char *dir, mm_dist *d, const mm_ckpt_state *s, int
     if (w.file >= 0) {
         mm_status cs = H5Fclose(w.file) < 0 ? H5ERR(MM_ERR_IO, "cannot close checkpoint file %s (flush failed)", w.tmp) : MM_OK;
         w.file = H5I_INVALID_HID;
-        if (st == MM_OK) st = agree(d, cs);
+        if (st == MM_OK) st = mm_dist_agree(d, cs);
         else H5Eclear2(H5E_DEFAULT);
     }
-    if (st == MM_OK) st = agree(d, d->rank == 0 ? publish(&w, keep) : MM_OK);
+    if (st == MM_OK) st = mm_dist_agree(d, d->rank == 0 ? publish(&w, keep) : MM_OK);
     /* never leave a partial file behind (after a successful rename the name is gone) */
     if (st != MM_OK && created && d->rank == 0) unlink(w.tmp);
     if (st != MM_OK) mm_error_push(__FILE__, __LINE__, __func__);
@@ -1240,11 +1218,11 @@ mm_status mm_ckpt_read(const char *path, mm_dist *d, mm_ckpt_state *s)
     mm_status st = MM_OK;
     if (!path || !s || !s->params || !s->params->allocated || (s->n_buffers > 0 && !s->buffers))
         st = MM_ERR(MM_ERR_ARG, "checkpoint read: needs a path and an allocated parameter registry (and buffer storage)");
-    st = agree(d, st);
-    if (st == MM_OK) st = agree(d, open_for_read(path, d->comm, &r.file));
-    if (st == MM_OK) st = agree(d, validate(&r));
+    st = mm_dist_agree(d, st);
+    if (st == MM_OK) st = mm_dist_agree(d, open_for_read(path, d->comm, &r.file));
+    if (st == MM_OK) st = mm_dist_agree(d, validate(&r));
     uint64_t sums[4] = {0, 0, 0, 0}; /* this rank's anchors, unused row-hash sums; the file's two */
-    if (st == MM_OK) st = agree(d, read_data(&r, sums));
+    if (st == MM_OK) st = mm_dist_agree(d, read_data(&r, sums));
     if (st == MM_OK && s->bank) {
         /* the row sums add up to the file's checksum only if every block is intact */
         int rc = d->size > 1 ? MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_UINT64_T, MPI_SUM, d->comm) : MPI_SUCCESS;
@@ -1257,7 +1235,7 @@ mm_status mm_ckpt_read(const char *path, mm_dist *d, mm_ckpt_state *s)
     }
     if (r.file >= 0) {
         mm_status cs = H5Fclose(r.file) < 0 ? H5ERR(MM_ERR_IO, "cannot close checkpoint %s", path) : MM_OK;
-        if (st == MM_OK) st = agree(d, cs);
+        if (st == MM_OK) st = mm_dist_agree(d, cs);
         else H5Eclear2(H5E_DEFAULT);
     }
     if (st == MM_OK) {

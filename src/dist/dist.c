@@ -75,3 +75,24 @@ void mm_dist_block(int64_t n, int size, int rank, int64_t *start, int64_t *count
     *start = rank * base + (rank < extra ? rank : extra);
     *count = base + (rank < extra ? 1 : 0);
 }
+
+mm_status mm_dist_agree(mm_dist *d, mm_status st)
+{
+    if (d->size == 1) return st;
+    int me = st != MM_OK ? d->rank : d->size, first = d->size;
+    int rc = MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, d->comm);
+    if (rc != MPI_SUCCESS) return mm_error_mpi(rc, "MPI_Allreduce (agreement)", __FILE__, __LINE__, __func__);
+    if (first == d->size) return MM_OK;
+    struct {
+        int code;
+        char msg[1024];
+    } m = {0, ""};
+    if (d->rank == first) {
+        m.code = (int)st;
+        snprintf(m.msg, sizeof m.msg, "%s", mm_error_message());
+    }
+    rc = MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, first, d->comm);
+    if (rc != MPI_SUCCESS) return mm_error_mpi(rc, "MPI_Bcast (agreement)", __FILE__, __LINE__, __func__);
+    if (d->rank == first) return st;
+    return mm_error_raise((mm_status)m.code, __FILE__, __LINE__, __func__, "%s (reported by rank %d)", m.msg, first);
+}

@@ -45,17 +45,6 @@ static mm_status make_dir(const char *path)
     return MM_OK;
 }
 
-/* Ranks agree on a local outcome: if any rank failed, every rank returns an error. */
-static mm_status agree(mm_dist *d, mm_status st)
-{
-    int bad = st != MM_OK, any = bad;
-    if (d->size > 1 && MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm) != MPI_SUCCESS)
-        return MM_ERR(MM_ERR_MPI, "could not agree on the outcome across ranks");
-    if (bad) return st;
-    if (any) return MM_ERR(MM_ERR_INTERNAL, "another rank failed (its message names the cause)");
-    return MM_OK;
-}
-
 static bool file_exists(const char *p)
 {
     struct stat s;
@@ -255,7 +244,7 @@ static mm_status prepare_csv(ft_run *r)
     FILE *sum = NULL;
     mm_status st = MM_OK;
     if (d->rank == 0 && !(sum = fopen(sumpath, "w"))) st = MM_ERR(MM_ERR_IO, "cannot write %s: %s", sumpath, strerror(errno));
-    MM_CALL(agree(d, st));
+    MM_CALL(mm_dist_agree(d, st));
     mm_prep_result pr;
     st = mm_prep_run(&pc, d->comm, sum, &pr);
     if (sum) fclose(sum);
@@ -268,7 +257,7 @@ static mm_status prepare_csv(ft_run *r)
         if (!f || fputs(key, f) < 0) st = MM_ERR(MM_ERR_IO, "cannot write %s", keypath);
         if (f) fclose(f);
     }
-    MM_CALL(agree(d, st));
+    MM_CALL(mm_dist_agree(d, st));
     return MM_OK;
 }
 
@@ -412,7 +401,7 @@ static mm_status make_split(ft_run *r)
         st = mm_split_write_json(&r->split, type_name[S->type], r->all.source_row,
                                  r->n, path);
     }
-    MM_CALL(agree(r->d, st));
+    MM_CALL(mm_dist_agree(r->d, st));
     return MM_OK;
 }
 
@@ -669,7 +658,7 @@ static mm_status predict(ft_run *r, const int64_t *idx, int64_t n, float *out)
             }
     }
 done:
-    st = agree(d, st);
+    st = mm_dist_agree(d, st);
     MM_CALL(st);
     for (int q = 0; q < d->size; q++) {
         int64_t a0;
@@ -848,7 +837,7 @@ static mm_status run_seed(ft_run *r, int si, mm_ft_result *res, double *train_s,
         r->log = fopen(path, "w");
         if (!r->log) st = MM_ERR(MM_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     }
-    MM_CALL(agree(d, st));
+    MM_CALL(mm_dist_agree(d, st));
     int64_t ntr = r->split.n[MM_SPLIT_TRAIN], B = Tr->batch_size;
     /* ceil(ntr / B) batches of near-equal size, so no batch is a remainder of a few molecules */
     int64_t S = (ntr + B - 1) / B;
@@ -909,7 +898,7 @@ static mm_status run_seed(ft_run *r, int si, mm_ft_result *res, double *train_s,
         r->log = NULL;
         st = write_predictions(r, (int64_t)seed);
     }
-    MM_CALL(agree(d, st));
+    MM_CALL(mm_dist_agree(d, st));
     sr->seconds = now() - t0;
     free_model(r);
     return MM_OK;
@@ -1091,7 +1080,7 @@ static mm_status run(ft_run *r, unsigned flags, mm_ft_result *res)
             fclose(f);
         }
     }
-    MM_CALL(agree(d, st));
+    MM_CALL(mm_dist_agree(d, st));
     MM_CALL(load_data(r));
     MM_CALL(make_split(r));
     make_targets(r);
@@ -1135,7 +1124,7 @@ static mm_status run(ft_run *r, unsigned flags, mm_ft_result *res)
     res->eval_seconds = n_epochs ? eval_s / (double)n_epochs : 0;
     summarise(res);
     st = d->rank == 0 ? write_results(r, res) : MM_OK;
-    MM_CALL(agree(d, st));
+    MM_CALL(mm_dist_agree(d, st));
     return MM_OK;
 }
 

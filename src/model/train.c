@@ -34,18 +34,6 @@ static mm_status make_dir(const char *path)
     return MM_OK;
 }
 
-/* Ranks agree on a local outcome: if any rank failed, every rank returns an error
- * (the failing rank keeps its own message), so no rank waits in a collective. */
-static mm_status agree(mm_dist *d, mm_status st)
-{
-    int bad = st != MM_OK, any = bad;
-    if (d->size > 1 && MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm) != MPI_SUCCESS)
-        return MM_ERR(MM_ERR_MPI, "could not agree on the outcome across ranks");
-    if (bad) return st;
-    if (any) return MM_ERR(MM_ERR_INTERNAL, "another rank failed (its message names the cause)");
-    return MM_OK;
-}
-
 static mm_ckpt_state ckpt_state(mm_trainer *tr)
 {
     mm_ckpt_state s;
@@ -143,7 +131,7 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
 
     snprintf(tr->ckpt_dir, sizeof tr->ckpt_dir, "%s/checkpoints", T->run_dir);
     mm_status st = d->rank == 0 ? make_dir(tr->ckpt_dir) : MM_OK;
-    MM_CALL(agree(d, st));
+    MM_CALL(mm_dist_agree(d, st));
     if (job->checkpoint.resume) {
         char path[1200];
         bool found = false;
@@ -159,7 +147,7 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
             if (d->rank == 0) fprintf(stderr, "resuming from %s (step %lld)\n", path, (long long)tr->step);
         }
     }
-    MM_CALL(agree(d, open_log(tr)));
+    MM_CALL(mm_dist_agree(d, open_log(tr)));
     tr->t_start = tr->t_last_log = now();
     tr->step_last_log = tr->step;
     return MM_OK;
@@ -407,7 +395,7 @@ mm_status mm_eval_retrieval(mm_trainer *tr, int64_t start, int64_t end, double *
         retrieval_ctx ctx = {pg, pf, 0, P};
         st = mm_model_embed_dataset(&tr->model, &tr->tape, tr->ds, &tr->ms, tr->modalities, d, start, end, 256,
                                     keep_projections, &ctx);
-        st = agree(d, st);
+        st = mm_dist_agree(d, st);
         /* everyone's rows to everyone, then the same scores on every rank */
         if (st == MM_OK) st = mm_dist_allgather_bytes(d, pg + my0 * P, sizeof(float), counts, g);
         if (st == MM_OK) st = mm_dist_allgather_bytes(d, pf + my0 * P, sizeof(float), counts, f);
