@@ -127,6 +127,31 @@ static void test_data_parallel_step_equals_single_rank(void **state)
     mm_params_destroy(&shard);
 }
 
+/* mm_dist_agree: the lowest failing rank's status and message reach every rank. */
+static void test_agree_hands_on_the_cause(void **state)
+{
+    (void)state;
+    assert_int_equal(mm_dist_agree(&D, MM_OK), MM_OK);
+    int culprit = D.size - 1; /* rank 0 when alone */
+    mm_status st = MM_OK;
+    if (D.rank == culprit) st = MM_ERR(MM_ERR_IO, "disk full on rank %d", D.rank);
+    st = mm_dist_agree(&D, st);
+    assert_int_equal(st, MM_ERR_IO);
+    char want[64];
+    snprintf(want, sizeof want, "disk full on rank %d", culprit);
+    assert_non_null(strstr(mm_error_message(), want));
+    if (D.rank != culprit) assert_non_null(strstr(mm_error_message(), "reported by rank"));
+    mm_error_clear();
+    /* two failing ranks: the lower one's message wins everywhere */
+    st = D.rank >= 1 || D.size == 1 ? MM_ERR(MM_ERR_FORMAT, "bad row on rank %d", D.rank) : MM_OK;
+    st = mm_dist_agree(&D, st);
+    assert_int_equal(st, MM_ERR_FORMAT);
+    snprintf(want, sizeof want, "bad row on rank %d", D.size == 1 ? 0 : 1);
+    assert_non_null(strstr(mm_error_message(), want));
+    mm_error_clear();
+    assert_int_equal(mm_dist_agree(&D, MM_OK), MM_OK);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -138,6 +163,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mpi_error_is_wrapped),
         cmocka_unit_test(test_block_partition_covers_everything),
         cmocka_unit_test(test_data_parallel_step_equals_single_rank),
+        cmocka_unit_test(test_agree_hands_on_the_cause),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     mm_dist_destroy(&D);
