@@ -11,7 +11,7 @@
  * clock), the projected time of ZINC250k (249,455 molecules) with 3D on this many ranks,
  * and the distance to the reference geometry: dRMSD, the root mean square difference of
  * all heavy-atom pair distances (rotation-free), median and 90th percentile. Molecules
- * ranks are interleaved (molecule i on rank i % P). Writes benchmarks/out/bench_conformer.csv. */
+ * are interleaved over the ranks (molecule i on rank i % P). Writes benchmarks/out/bench_conformer.csv. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -139,9 +139,9 @@ int main(int argc, char **argv)
     mm_mol_feat f, fr;
     mm_mol_feat_init(&f);
     mm_mol_feat_init(&fr);
-    /* per molecule and budget: seconds of 3D and dRMSD (NaN: no conformer) */
+    /* per molecule and budget: seconds of 3D and dRMSD (-1: no conformer to compare) */
     double *sec = calloc((size_t)n * (nb + 1), sizeof *sec), *dev = calloc((size_t)n * nb, sizeof *dev);
-    for (int i = 0; i < n * nb; i++) dev[i] = NAN;
+    for (int i = 0; i < n * nb; i++) dev[i] = -1;
     int mine = 0;
     double t_start = bench_now();
     for (int i = rank; i < have; i += size, mine++) {
@@ -170,10 +170,8 @@ int main(int argc, char **argv)
                     bench_now() - t_start);
     }
     if (rank == 0) fprintf(stderr, "\n");
-    /* every rank filled its own rows; the others are zero / NaN, so reduce by sum / max */
+    /* every rank filled its own rows; the others are 0 / -1, so reduce by sum / max */
     MPI_Allreduce(MPI_IN_PLACE, sec, n * (nb + 1), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    for (int i = 0; i < n * nb; i++)
-        if (isnan(dev[i])) dev[i] = -1;
     MPI_Allreduce(MPI_IN_PLACE, dev, n * nb, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
 
     if (rank == 0) {

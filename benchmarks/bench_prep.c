@@ -8,9 +8,8 @@
  * clocks, at mmsa_prep's default force-field budget unless --ff-steps says otherwise
  * (bench_conformer shows what each budget buys). Then rank 0 converts its own slice
  * with `obabel -ismi -osdf --gen3d` (SMILES to 3D SDF) in the same run, and the table
- * gives the ratio of the two 3D rates, and
- * projections for ZINC250k (249,455 molecules) at this rank count. Writes
- * benchmarks/out/bench_prep.csv. */
+ * gives the ratio of the two 3D rates, and projections for ZINC250k (249,455 molecules)
+ * at this rank count. Writes benchmarks/out/bench_prep.csv. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -113,9 +113,6 @@ static uint64_t hash_rows(int64_t row0, int64_t rows, const void *p, size_t row_
     return s;
 }
 
-/* ------------------------------------------------------------------ agreement */
-
-
 /* ------------------------------------------------------------------ files and names */
 
 static bool is_step_name(const char *name, int64_t *step)
@@ -773,7 +770,7 @@ done:
 
 #define STEP(expr)                                   \
     do {                                             \
-        st = mm_dist_agree(w->d, (expr));                    \
+        st = mm_dist_agree(w->d, (expr));            \
         if (st != MM_OK) {                           \
             mm_error_push(__FILE__, __LINE__, __func__); \
             goto done;                               \
