@@ -8,8 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
+#include "mmsa/fs.h"
 #include "mmsa/ops.h"
 #include "mmsa/optim.h"
 #include "mmsa/params.h"
@@ -370,6 +373,65 @@ static void test_training_loop_learns_without_memory_growth(void **state)
     mm_params_destroy(&p);
 }
 
+/* ---- mkdir -p ----------------------------------------------------------------- */
+
+static bool is_dir(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static void test_mkdir_p(void **state)
+{
+    (void)state;
+    char base[512], deep[700], file[600], under[700];
+    snprintf(base, sizeof base, "%s/mkdir_p", tu_tmpdir());
+    snprintf(deep, sizeof deep, "%s/a/b/c/", base);
+    assert_int_equal(mm_mkdir_p(deep, "run directory"), MM_OK);
+    snprintf(deep, sizeof deep, "%s/a/b/c", base);
+    assert_true(is_dir(deep));
+    assert_int_equal(mm_mkdir_p(deep, "run directory"), MM_OK); /* existing: fine */
+
+    /* the name is taken by a file: the message says which directory and why */
+    snprintf(file, sizeof file, "%s/plain", base);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(mm_mkdir_p(file, "run directory"), MM_ERR_IO);
+    assert_non_null(strstr(mm_error_message(), "run directory"));
+    assert_non_null(strstr(mm_error_message(), "not a directory"));
+    mm_error_clear();
+
+    /* a parent is a file: the component that failed is named */
+    snprintf(under, sizeof under, "%s/sub/x", file);
+    assert_int_equal(mm_mkdir_p(under, "checkpoint directory"), MM_ERR_IO);
+    assert_non_null(strstr(mm_error_message(), "cannot create checkpoint directory"));
+    assert_non_null(strstr(mm_error_message(), under));
+    assert_false(is_dir(under));
+    mm_error_clear();
+
+    assert_int_equal(mm_mkdir_p("", "run directory"), MM_ERR_ARG);
+    mm_error_clear();
+    char *longname = malloc(5000);
+    assert_non_null(longname);
+    memset(longname, 'x', 4999);
+    longname[4999] = '\0';
+    assert_int_equal(mm_mkdir_p(longname, "run directory"), MM_ERR_ARG);
+    assert_non_null(strstr(mm_error_message(), "too long"));
+    mm_error_clear();
+    free(longname);
+
+    /* not writable (root writes anywhere, so only checked for other users) */
+    if (geteuid() != 0) {
+        char ro[700];
+        snprintf(ro, sizeof ro, "%s/readonly", base);
+        assert_int_equal(mkdir(ro, 0555), 0);
+        assert_int_equal(mm_mkdir_p(ro, "run directory"), MM_ERR_IO);
+        assert_non_null(strstr(mm_error_message(), "not writable"));
+        mm_error_clear();
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -384,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_schedule_warmup_cosine),
         cmocka_unit_test(test_clip_grad_norm),
         cmocka_unit_test(test_training_loop_learns_without_memory_growth),
+        cmocka_unit_test(test_mkdir_p),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

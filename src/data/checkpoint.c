@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "mmsa/alloc.h"
+#include "mmsa/fs.h"
 
 /* ------------------------------------------------------------------ HDF5 errors */
 
@@ -126,42 +127,6 @@ static bool is_step_name(const char *name, int64_t *step)
     }
     *step = v;
     return true;
-}
-
-static mm_status make_dirs(const char *dir)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return MM_ERR(MM_ERR_ARG, "checkpoint directory name too long: %s", dir);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-                int e = errno;
-                mm_error_raise(MM_ERR_IO, __FILE__, __LINE__, __func__, "cannot create checkpoint directory %s (at %s): %s",
-                               dir, buf, strerror(e));
-                mm_error_hint("choose a checkpoint directory on a writable file system (job key for the checkpoint directory)");
-                return MM_ERR_IO;
-            }
-            *p = c;
-            if (c == '\0') break;
-        }
-    }
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        mm_error_raise(MM_ERR_IO, __FILE__, __LINE__, __func__, "checkpoint directory %s: %s", dir,
-                       stat(dir, &sb) != 0 ? strerror(errno) : "exists and is not a directory");
-        mm_error_hint("choose a checkpoint directory that is not an existing file");
-        return MM_ERR_IO;
-    }
-    if (access(dir, W_OK) != 0) {
-        int e = errno;
-        mm_error_raise(MM_ERR_IO, __FILE__, __LINE__, __func__, "checkpoint directory %s is not writable: %s", dir, strerror(e));
-        mm_error_hint("choose a checkpoint directory you can write to");
-        return MM_ERR_IO;
-    }
-    return MM_OK;
 }
 
 /* Makes a directory entry change durable (best effort: some file systems refuse). */
@@ -930,7 +895,7 @@ mm_status mm_ckpt_write(const char *dir, mm_dist *d, const mm_ckpt_state *s, int
     w.file = w.dxpl = H5I_INVALID_HID;
     mm_status st = mm_dist_agree(d, prepare(&w));
     if (st == MM_OK) st = share(&w);
-    if (st == MM_OK) st = mm_dist_agree(d, d->rank == 0 ? make_dirs(dir) : MM_OK);
+    if (st == MM_OK) st = mm_dist_agree(d, d->rank == 0 ? mm_mkdir_p(dir, "checkpoint directory") : MM_OK);
     bool created = false;
     if (st == MM_OK) {
         st = mm_dist_agree(d, create_file(&w));

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "mmsa/checkpoint.h"
+#include "mmsa/fs.h"
 #include "mmsa/csv.h"
 #include "mmsa/dataset.h"
 #include "mmsa/job.h"
@@ -28,22 +29,6 @@
 #define HEAD_SEED_SALT 0x68656164u /* the head's initialisation stream differs from the encoder's */
 
 /* ---------------------------------------------------------------- helpers */
-
-static mm_status make_dir(const char *path)
-{
-    char buf[PATH_MAX_FT];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return MM_ERR(MM_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return MM_ERR(MM_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-    return MM_OK;
-}
 
 static bool file_exists(const char *p)
 {
@@ -1069,7 +1054,7 @@ static mm_status run(ft_run *r, unsigned flags, mm_ft_result *res)
 {
     const mm_ft_job *job = r->job;
     mm_dist *d = r->d;
-    mm_status st = d->rank == 0 ? make_dir(r->run_dir) : MM_OK;
+    mm_status st = d->rank == 0 ? mm_mkdir_p(r->run_dir, "run directory") : MM_OK;
     if (st == MM_OK && d->rank == 0) {
         char path[PATH_MAX_FT + 16];
         snprintf(path, sizeof path, "%s/job.yaml", r->run_dir);

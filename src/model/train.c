@@ -5,10 +5,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "mmsa/checkpoint.h"
+#include "mmsa/fs.h"
 #include "mmsa/rng.h"
 
 static double now(void)
@@ -16,22 +16,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static mm_status make_dir(const char *path)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return MM_ERR(MM_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return MM_ERR(MM_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-    return MM_OK;
 }
 
 static mm_ckpt_state ckpt_state(mm_trainer *tr)
@@ -130,7 +114,7 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
     }
 
     snprintf(tr->ckpt_dir, sizeof tr->ckpt_dir, "%s/checkpoints", T->run_dir);
-    mm_status st = d->rank == 0 ? make_dir(tr->ckpt_dir) : MM_OK;
+    mm_status st = d->rank == 0 ? mm_mkdir_p(tr->ckpt_dir, "checkpoint directory") : MM_OK;
     MM_CALL(mm_dist_agree(d, st));
     if (job->checkpoint.resume) {
         char path[1200];
