@@ -264,11 +264,15 @@ static void test_checkpoint_init(void **state)
     job.train.epochs = 1;
     job.train.lr = 0;
     job.model.gin_dropout = 0;
+    job.train.seeds = 2; /* the second seed's model gets the encoder from the copy kept by the first */
     snprintf(job.model.init, sizeof job.model.init, "%s", ckpt);
     mm_status st = run_job(&job, &WORLD, 0, &res);
     if (st) mm_error_print(stderr, WORLD.rank);
     assert_int_equal(st, MM_OK);
+    assert_int_equal(res.n_seeds, 2);
     assert_true(res.seed[0].valid == 0.5);
+    assert_true(res.seed[1].valid == 0.5);
+    job.train.seeds = 1;
     assert_non_null(strstr(res.encoder_from, "pre/job.yaml"));
     /* GIN 2 x 16, embed 8: far fewer values than the default 5 x 300 encoder */
     assert_true(res.n_params < 20000);

@@ -114,6 +114,11 @@ typedef struct ft_run {
     mm_optimizer opt_m, opt_h;
     size_t graph_span;            /* floats of params.data holding enc.graph.* (declared first) */
     int n_graph_params;
+    /* the pre-trained graph encoder, read from model.init once and copied into each
+     * seed's model: its parameters, its BatchNorm statistics and their batch count */
+    float *enc_cache, *bn_cache;
+    size_t n_bn_cache;
+    int64_t bn_batches_cache;
     mm_tape tape;
     mm_molset ms;                 /* this rank's molecules of the current forward */
     int64_t *counts;              /* [ranks] */
@@ -501,6 +506,41 @@ static mm_status resolve_model(ft_run *r, mm_ft_result *res)
     return MM_OK;
 }
 
+/* The pre-trained graph encoder into r->model: from model.init for the first seed,
+ * from the copy kept then for the others. */
+static mm_status load_encoder(ft_run *r)
+{
+    const char *path = r->job->model.init;
+    mm_params *p = &r->model.params;
+    /* the GIN's BatchNorm running statistics come first in the model's buffers; eval
+     * mode uses them until fine-tuning batches have replaced them */
+    size_t n_gin = 2 * (size_t)r->mcfg.gin_layers * (size_t)r->mcfg.gin_hidden;
+    if (!r->enc_cache) {
+        int loaded = 0;
+        MM_CALL(mm_ckpt_load_params(path, r->d->comm, p, "enc.graph.", &loaded));
+        if (loaded != r->n_graph_params) {
+            mm_status st = MM_ERR(MM_ERR_FORMAT, "%s holds %d of the %d graph-encoder parameters (enc.graph.*)", path,
+                                  loaded, r->n_graph_params);
+            mm_error_hint("is it an mmsa_pretrain checkpoint of the MMSA model?");
+            return st;
+        }
+        MM_CALL(mm_ckpt_load_buffers(path, r->d->comm, r->model.buffers, n_gin, &r->model.bn_batches));
+        r->enc_cache = mm_malloc(fbytes((int64_t)r->graph_span));
+        r->bn_cache = mm_malloc(fbytes((int64_t)n_gin));
+        if (!r->enc_cache || !r->bn_cache) return MM_ERR(MM_ERR_NOMEM, "a copy of the pre-trained graph encoder");
+        memcpy(r->enc_cache, p->data, r->graph_span * sizeof(float));
+        memcpy(r->bn_cache, r->model.buffers, n_gin * sizeof(float));
+        r->n_bn_cache = n_gin;
+        r->bn_batches_cache = r->model.bn_batches;
+        return MM_OK;
+    }
+    if (n_gin != r->n_bn_cache) return MM_ERR(MM_ERR_INTERNAL, "graph encoder size changed between seeds");
+    memcpy(p->data, r->enc_cache, r->graph_span * sizeof(float));
+    memcpy(r->model.buffers, r->bn_cache, n_gin * sizeof(float));
+    r->model.bn_batches = r->bn_batches_cache;
+    return MM_OK;
+}
+
 static mm_status init_model(ft_run *r, uint64_t seed)
 {
     const mm_ft_job *job = r->job;
@@ -516,20 +556,7 @@ static mm_status init_model(ft_run *r, uint64_t seed)
     if (last + 1 != n_graph) return MM_ERR(MM_ERR_INTERNAL, "the graph encoder's parameters are not declared first");
     r->graph_span = p->info[last].offset + p->info[last].n;
     r->n_graph_params = n_graph;
-    if (r->from_ckpt) {
-        int loaded = 0;
-        MM_CALL(mm_ckpt_load_params(job->model.init, r->d->comm, p, "enc.graph.", &loaded));
-        if (loaded != n_graph) {
-            mm_status st = MM_ERR(MM_ERR_FORMAT, "%s holds %d of the %d graph-encoder parameters (enc.graph.*)",
-                                  job->model.init, loaded, n_graph);
-            mm_error_hint("is it an mmsa_pretrain checkpoint of the MMSA model?");
-            return st;
-        }
-        /* the GIN's BatchNorm running statistics come first in the model's buffers; eval
-         * mode uses them until fine-tuning batches have replaced them */
-        size_t n_gin = 2 * (size_t)r->mcfg.gin_layers * (size_t)r->mcfg.gin_hidden;
-        MM_CALL(mm_ckpt_load_buffers(job->model.init, r->d->comm, r->model.buffers, n_gin, &r->model.bn_batches));
-    }
+    if (r->from_ckpt) MM_CALL(load_encoder(r));
     /* head: E -> T, or E -> head_hidden -> T */
     int64_t E = r->mcfg.embed_dim, Hh = job->model.head_hidden, T = r->T;
     mm_params_init(&r->head);
@@ -997,6 +1024,8 @@ static void free_run(ft_run *r)
     if (r->perm) mm_free_sized(r->perm, (size_t)r->split.n[0] * sizeof(int64_t));
     mm_split_free(&r->split);
     mm_dist_destroy(&r->self);
+    if (r->enc_cache) mm_free_sized(r->enc_cache, fbytes((int64_t)r->graph_span));
+    if (r->bn_cache) mm_free_sized(r->bn_cache, fbytes((int64_t)r->n_bn_cache));
 }
 
 static mm_status alloc_buffers(ft_run *r)
