@@ -362,10 +362,11 @@ static mm_status open_group(hid_t file, const char *gpath, const char *what, con
     return MM_OK;
 }
 
-/* Opens dataset <gpath>/<name> of group g; checks its class and shape against
- * (ndim, dims). *absent (if not NULL) reports a missing link instead of failing. */
-static mm_status open_dset(hid_t g, const char *gpath, const char *name, H5T_class_t cls, int ndim, const hsize_t *dims,
-                           const char *path, bool *absent, hid_t *out)
+/* Opens dataset <gpath>/<name> of group g; checks its class and rank ndim, and its
+ * shape against dims (NULL: any extent, returned in got[ndim] if got is not NULL).
+ * *absent (if not NULL) reports a missing link instead of failing. */
+static mm_status open_dset_extent(hid_t g, const char *gpath, const char *name, H5T_class_t cls, int ndim,
+                                  const hsize_t *dims, hsize_t *got, const char *path, bool *absent, hid_t *out)
 {
     *out = H5I_INVALID_HID;
     if (absent) *absent = false;
@@ -389,7 +390,9 @@ static mm_status open_dset(hid_t g, const char *gpath, const char *name, H5T_cla
         st = H5ERR(MM_ERR_FORMAT, "%s: cannot read the type and shape of dataset %s/%s", path, gpath, name);
     } else if (H5Tget_class(t) != cls) {
         st = MM_ERR(MM_ERR_FORMAT, "%s: dataset %s/%s is not %s", path, gpath, name, cls == H5T_FLOAT ? "floating point" : "integer");
-    } else {
+    } else if (!dims && fnd != ndim) {
+        st = MM_ERR(MM_ERR_FORMAT, "%s: dataset %s/%s has %d dimension(s), not %d", path, gpath, name, fnd, ndim);
+    } else if (dims) {
         bool same = fnd == ndim;
         for (int i = 0; same && i < ndim; i++) same = fd[i] == dims[i];
         if (!same) {
@@ -406,8 +409,15 @@ static mm_status open_dset(hid_t g, const char *gpath, const char *name, H5T_cla
         H5Dclose(ds);
         return st;
     }
+    if (got) memcpy(got, fd, (size_t)ndim * sizeof *got);
     *out = ds;
     return MM_OK;
+}
+
+static mm_status open_dset(hid_t g, const char *gpath, const char *name, H5T_class_t cls, int ndim, const hsize_t *dims,
+                           const char *path, bool *absent, hid_t *out)
+{
+    return open_dset_extent(g, gpath, name, cls, ndim, dims, NULL, path, absent, out);
 }
 
 static mm_status read_checksum(hid_t ds, const char *dname, const char *path, uint64_t *sum)
@@ -1247,25 +1257,19 @@ static mm_status load_params(hid_t f, const char *path, mm_params *params, const
 static mm_status load_buffers(hid_t f, const char *path, float *dst, size_t n, int64_t *bn_batches)
 {
     MM_CALL(check_format(f, path));
-    htri_t ex = H5Lexists(f, "buffers", H5P_DEFAULT);
-    if (ex <= 0) return H5ERR(MM_ERR_FORMAT, "%s: dataset /buffers (BatchNorm running statistics) is missing", path);
-    hid_t ds = H5Dopen2(f, "buffers", H5P_DEFAULT);
-    if (ds < 0) return H5ERR(MM_ERR_FORMAT, "%s: cannot open dataset /buffers", path);
-    hid_t sp = H5Dget_space(ds);
+    hid_t ds;
     hsize_t nf = 0;
+    MM_CALL(open_dset_extent(f, "", "buffers", H5T_FLOAT, 1, NULL, &nf, path, NULL, &ds));
     mm_status st = MM_OK;
-    if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, &nf, NULL) < 0)
-        st = MM_ERR(MM_ERR_FORMAT, "%s: /buffers is not a 1-D dataset", path);
-    else if (nf < n)
-        st = MM_ERR(MM_ERR_FORMAT, "%s: /buffers holds %llu values, fewer than the %zu wanted", path,
-                    (unsigned long long)nf, n);
+    if (nf < n)
+        st = MM_ERR(MM_ERR_FORMAT, "%s: /buffers (BatchNorm running statistics) holds %llu values, fewer than the %zu wanted",
+                    path, (unsigned long long)nf, n);
     float *all = st == MM_OK ? mm_malloc((nf ? nf : 1) * sizeof(float)) : NULL;
     if (st == MM_OK && !all) st = MM_ERR(MM_ERR_NOMEM, "%s: /buffers (%llu values)", path, (unsigned long long)nf);
     if (st == MM_OK) st = read_whole_f32(ds, "/buffers", all, (size_t)nf, path);
     if (st == MM_OK) st = attr_read_num(ds, "/buffers", "bn_batches", H5T_NATIVE_INT64, bn_batches, path);
     if (st == MM_OK && n) memcpy(dst, all, n * sizeof(float));
     if (all) mm_free_sized(all, (nf ? nf : 1) * sizeof(float));
-    if (sp >= 0) H5Sclose(sp);
     H5Dclose(ds);
     return st;
 }
