@@ -6,7 +6,8 @@
  *    `latest` pointer names) and finishes;
  *  - an error inside the ranks (a missing dataset: every rank fails) and an error inside ONE
  *    rank (rank 1 alone is given a seed that disagrees with the checkpoint, through mpirun's
- *    MPMD syntax) bring the job down with the failing rank and the cause in the message.
+ *    MPMD syntax) bring the job down with the failing rank and the cause in the message;
+ *  - a bad count on the command line (--steps abc) is a usage error naming the flag.
  * Runs from the repository root; the programs are taken from $BIN (default bin), as
  * tests/run_tests.sh exports it. This program is not an MPI program itself: it launches
  * mpirun as a child, in its own process group, and kills that group on any timeout. */
@@ -396,8 +397,46 @@ static void test_killed_rank_brings_job_down_and_rerun_resumes(void **state)
     printf("  rerun resumed at step %lld and finished at step %lld\n", last, last + 3);
 }
 
-/* An error every rank hits (a missing dataset): each rank reports it with its rank, the
- * file and a hint, and the job ends with a non-zero status instead of waiting. */
+/* Counts on the command line are checked: a word or a zero is a usage error (status 2)
+ * that names the flag, not a silent 0; a retrieval set larger than the dataset is an
+ * error naming the dataset and its size. */
+static void test_bad_command_line_counts(void **state)
+{
+    (void)state;
+    char dir[300], run[320], job[340], out[340];
+    snprintf(dir, sizeof dir, "%s/badargs", base);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(run, sizeof run, "%s/run", dir);
+    write_job(dir, run, job, sizeof job);
+    snprintf(out, sizeof out, "%s/out", dir);
+    char *argv[16], run_set[400];
+    const char *bad[][3] = {{"--steps", "abc", "--steps needs a whole number >= 1, got 'abc'"},
+                            {"--steps", "0", "--steps needs a whole number >= 1, got '0'"},
+                            {"--eval-retrieval", "5x", "--eval-retrieval needs a whole number >= 2, got '5x'"}};
+    for (int k = 0; k < 3; k++) {
+        pretrain_argv(argv, job, run, run_set, sizeof run_set, bad[k][0], bad[k][1]);
+        int status = run_to_end(argv, out, RUN_TIMEOUT_S);
+        char *msg = read_output(out);
+        assert_non_null(msg);
+        if (!strstr(msg, bad[k][2])) print_output(bad[k][0], out);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+        assert_non_null(strstr(msg, bad[k][2]));
+    }
+    pretrain_argv(argv, job, run, run_set, sizeof run_set, "--eval-retrieval", "1000");
+    int status = run_to_end(argv, out, RUN_TIMEOUT_S);
+    char *msg = read_output(out);
+    assert_non_null(msg);
+    if (!strstr(msg, "has 16 molecules")) print_output("--eval-retrieval 1000", out);
+    assert_true(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    assert_non_null(strstr(msg, "--eval-retrieval 1000: the dataset"));
+    assert_non_null(strstr(msg, "has 16 molecules"));
+}
+
+/* An error every rank hits (a missing dataset): it is reported with the rank, the file
+ * and the cause, and the job ends with a non-zero status instead of waiting. The first
+ * rank to fail aborts the job, which can kill the other before it has printed its own
+ * copy of the message (it happens when rank 1 starts late on a loaded machine), so one
+ * report is what is guaranteed. */
 static void test_error_on_every_rank_names_rank_and_file(void **state)
 {
     (void)state;
@@ -413,10 +452,10 @@ static void test_error_on_every_rank_names_rank_and_file(void **state)
     int status = run_to_end(argv, out, RUN_TIMEOUT_S);
     char *msg = read_output(out);
     assert_non_null(msg);
-    if (!strstr(msg, "[rank 0] error") || !strstr(msg, "[rank 1] error")) print_output("missing dataset", out);
+    bool named = strstr(msg, "[rank 0] error") || strstr(msg, "[rank 1] error");
+    if (!named || !strstr(msg, "no_such_dataset.h5")) print_output("missing dataset", out);
     assert_true(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
-    assert_non_null(strstr(msg, "[rank 0] error"));
-    assert_non_null(strstr(msg, "[rank 1] error"));
+    assert_true(named);
     assert_non_null(strstr(msg, "no_such_dataset.h5"));
     assert_non_null(strstr(msg, "No such file"));
 }
@@ -487,6 +526,7 @@ int main(void)
         cmocka_unit_test_teardown(test_killed_rank_brings_job_down_and_rerun_resumes, free_outputs),
         cmocka_unit_test_teardown(test_error_on_every_rank_names_rank_and_file, free_outputs),
         cmocka_unit_test_teardown(test_error_on_one_rank_brings_job_down, free_outputs),
+        cmocka_unit_test_teardown(test_bad_command_line_counts, free_outputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -59,6 +59,11 @@ void mm_cfg_write_reference(const mm_cfg_schema *s, FILE *f);
 /* Write the values in `cfg` as YAML (for the run directory). */
 void mm_cfg_write_values(const mm_cfg_schema *s, const void *cfg, FILE *f);
 
+/* A command-line count: text must be a whole decimal number >= min. Otherwise
+ * MM_ERR_CONFIG with a message naming the flag ("--steps needs a whole number >= 1,
+ * got 'abc'"). */
+mm_status mm_cfg_parse_count(const char *flag, const char *text, long long min, long long *out);
+
 /* Levenshtein distance, for "did you mean". */
 int mm_edit_distance(const char *a, const char *b);
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "mmsa/checkpoint.h"
+#include "mmsa/config.h"
 #include "mmsa/export.h"
 
 static void usage(FILE *f)
@@ -27,7 +28,7 @@ int main(int argc, char **argv)
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     const char *run = NULL, *ckpt = NULL, *dataset = NULL, *out = NULL;
-    int64_t chunk = 256;
+    long long chunk = 256;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             if (rank == 0) usage(stdout);
@@ -37,8 +38,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) ckpt = argv[++i];
         else if (!strcmp(argv[i], "--dataset") && i + 1 < argc) dataset = argv[++i];
         else if (!strcmp(argv[i], "--output") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = atoll(argv[++i]);
-        else {
+        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
+            if (mm_cfg_parse_count(argv[i], argv[i + 1], 1, &chunk) != MM_OK) {
+                if (rank == 0) mm_error_print(stderr, -1);
+                MPI_Finalize();
+                return 2;
+            }
+            i++;
+        } else {
             if (rank == 0) {
                 fprintf(stderr, "mmsa_embed: unknown or incomplete argument '%s'\n\n", argv[i]);
                 usage(stderr);
@@ -47,7 +54,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!run || !dataset || !out || chunk < 1) {
+    if (!run || !dataset || !out) {
         if (rank == 0) usage(stderr);
         MPI_Finalize();
         return 2;

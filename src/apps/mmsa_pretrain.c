@@ -34,7 +34,8 @@ int main(int argc, char **argv)
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     const char *job_path = NULL;
-    int64_t steps = 0, eval_n = 0;
+    long long steps = 0, eval_n = 0;
+    mm_status arg_st = MM_OK;
     bool quiet = false;
     int n_set = 0;
     const char *sets[64];
@@ -50,9 +51,11 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc && n_set < 64) {
             sets[n_set++] = argv[++i];
         } else if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
-            steps = atoll(argv[++i]);
+            if ((arg_st = mm_cfg_parse_count(argv[i], argv[i + 1], 1, &steps)) != MM_OK) break;
+            i++;
         } else if (!strcmp(argv[i], "--eval-retrieval") && i + 1 < argc) {
-            eval_n = atoll(argv[++i]);
+            if ((arg_st = mm_cfg_parse_count(argv[i], argv[i + 1], 2, &eval_n)) != MM_OK) break;
+            i++;
         } else if (!strcmp(argv[i], "--quiet")) {
             quiet = true;
         } else if (argv[i][0] != '-' && !job_path) {
@@ -65,6 +68,11 @@ int main(int argc, char **argv)
             MPI_Finalize();
             return 2;
         }
+    }
+    if (arg_st != MM_OK) {
+        if (rank == 0) mm_error_print(stderr, -1);
+        MPI_Finalize();
+        return 2;
     }
     if (!job_path) {
         if (rank == 0) usage(stderr);
@@ -89,6 +97,14 @@ int main(int argc, char **argv)
     tr.quiet = quiet;
     double r1_before = 0, r5_before = 0, r1 = 0, r5 = 0;
     int64_t n_mol = tr.n_molecules;
+    if (st == MM_OK && eval_n > n_mol) {
+        st = MM_ERR(MM_ERR_CONFIG, "--eval-retrieval %lld: the dataset %s has %lld molecules", eval_n, job.train.dataset,
+                    (long long)n_mol);
+    } else if (st == MM_OK && eval_n > n_mol - tr.n_train && rank == 0) {
+        fprintf(stderr, "mmsa_pretrain: warning: --eval-retrieval %lld includes %lld molecules that are trained on "
+                        "(train.holdout is %lld; set it to %lld to keep them out)\n",
+                eval_n, (long long)(eval_n - (n_mol - tr.n_train)), (long long)job.train.holdout, eval_n);
+    }
     if (st == MM_OK && eval_n > 0) {
         st = mm_eval_retrieval(&tr, n_mol - eval_n, n_mol, &r1_before, &r5_before);
         if (st == MM_OK && rank == 0)

@@ -60,6 +60,15 @@ static bool parse_int64(const char *s, long long *v)
     return *s && !errno && *end == '\0';
 }
 
+mm_status mm_cfg_parse_count(const char *flag, const char *text, long long min, long long *out)
+{
+    long long v;
+    if (!text || !parse_int64(text, &v) || v < min)
+        return MM_ERR(MM_ERR_CONFIG, "%s needs a whole number >= %lld, got '%s'", flag, min, text ? text : "");
+    *out = v;
+    return MM_OK;
+}
+
 static bool parse_double(const char *s, double *v)
 {
     char *end;
