@@ -301,20 +301,31 @@ static void write_job(const char *dir, const char *run, char *job, size_t n)
     assert_int_equal(fclose(f), 0);
 }
 
+/* A test's directory base/<name> with a tiny job in it (write_job), its run directory,
+ * and the file that takes mpirun's output. */
+typedef struct {
+    char dir[300], run[320], job[340], out[340];
+} test_case;
+
+static void new_case(test_case *c, const char *name, const char *out_name)
+{
+    snprintf(c->dir, sizeof c->dir, "%s/%s", base, name);
+    assert_int_equal(mkdir(c->dir, 0755), 0);
+    snprintf(c->run, sizeof c->run, "%s/run", c->dir);
+    write_job(c->dir, c->run, c->job, sizeof c->job);
+    snprintf(c->out, sizeof c->out, "%s/%s", c->dir, out_name);
+}
+
 /* Kill one rank mid-run; the job must come down promptly and say which rank died of what;
  * the same command then resumes from the last complete checkpoint. */
 static void test_killed_rank_brings_job_down_and_rerun_resumes(void **state)
 {
     (void)state;
-    char dir[300], run[320], job[340], out[340];
-    snprintf(dir, sizeof dir, "%s/kill", base);
-    assert_int_equal(mkdir(dir, 0755), 0);
-    snprintf(run, sizeof run, "%s/run", dir);
-    write_job(dir, run, job, sizeof job);
-    snprintf(out, sizeof out, "%s/first.out", dir);
+    test_case c;
+    new_case(&c, "kill", "first.out");
     char *argv[16], run_set[400];
-    pretrain_argv(argv, job, run, run_set, sizeof run_set, NULL, NULL);
-    pid_t mpirun = spawn(argv, out);
+    pretrain_argv(argv, c.job, c.run, run_set, sizeof run_set, NULL, NULL);
+    pid_t mpirun = spawn(argv, c.out);
     assert_true(mpirun > 0);
 
     /* running: a few steps logged and a complete checkpoint behind them */
@@ -324,10 +335,10 @@ static void test_killed_rank_brings_job_down_and_rerun_resumes(void **state)
     while (now_s() - t0 < START_TIMEOUT_S) {
         int status;
         if (waitpid(mpirun, &status, WNOHANG) == mpirun) {
-            print_output("first run", out);
+            print_output("first run", c.out);
             fail_msg("mpirun exited before the test could kill a rank (status %d)", status);
         }
-        if (log_lines(run) >= 6 && latest_checkpoint(run, ck, sizeof ck) >= 2) {
+        if (log_lines(c.run) >= 6 && latest_checkpoint(c.run, ck, sizeof ck) >= 2) {
             ready = true;
             break;
         }
@@ -336,11 +347,11 @@ static void test_killed_rank_brings_job_down_and_rerun_resumes(void **state)
     if (!ready) {
         kill(-mpirun, SIGKILL);
         waitpid(mpirun, NULL, 0);
-        print_output("first run", out);
+        print_output("first run", c.out);
         fail_msg("no steps and checkpoint within %.0f s", START_TIMEOUT_S);
     }
     rank_proc procs[8];
-    int np = find_ranks(run, procs, 8);
+    int np = find_ranks(c.run, procs, 8);
     if (np != 2) {
         kill(-mpirun, SIGKILL);
         waitpid(mpirun, NULL, 0);
@@ -348,7 +359,7 @@ static void test_killed_rank_brings_job_down_and_rerun_resumes(void **state)
     }
     rank_proc victim = procs[0].rank == 1 ? procs[0] : procs[1];
     assert_int_equal(victim.rank, 1);
-    int logged_before = log_lines(run);
+    int logged_before = log_lines(c.run);
     printf("  killing rank %d (pid %d) after %d logged steps, latest checkpoint %s\n", victim.rank, (int)victim.pid,
            logged_before, ck);
     assert_int_equal(kill(victim.pid, SIGKILL), 0);
@@ -356,44 +367,44 @@ static void test_killed_rank_brings_job_down_and_rerun_resumes(void **state)
     int status = 0;
     double secs = 0;
     bool down = wait_for(mpirun, DOWN_TIMEOUT_S, &status, &secs);
-    if (!down) print_output("first run (hung)", out);
+    if (!down) print_output("first run (hung)", c.out);
     assert_true(down);
     printf("  mpirun exited %.2f s after the kill (status %d)\n", secs, status);
     assert_true(WIFEXITED(status) || WIFSIGNALED(status));
     assert_true(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
     /* the message names the rank and the cause */
-    char *msg = read_output(out);
+    char *msg = read_output(c.out);
     assert_non_null(msg);
     char want[64];
     snprintf(want, sizeof want, "process rank %d", victim.rank);
-    if (!strstr(msg, want) || !strstr(msg, "signal 9")) print_output("first run", out);
+    if (!strstr(msg, want) || !strstr(msg, "signal 9")) print_output("first run", c.out);
     assert_non_null(strstr(msg, want));
     assert_non_null(strstr(msg, "signal 9"));
     /* and no rank outlives the job (rank 0 was killed by mpirun, not left waiting) */
     int left = 0;
-    for (int i = 0; i < 50 && (left = find_ranks(run, procs, 8)) > 0; i++) sleep_s(0.1);
+    for (int i = 0; i < 50 && (left = find_ranks(c.run, procs, 8)) > 0; i++) sleep_s(0.1);
     assert_int_equal(left, 0);
 
     /* the last complete checkpoint: what `latest` names now */
-    long long last = latest_checkpoint(run, ck, sizeof ck);
+    long long last = latest_checkpoint(c.run, ck, sizeof ck);
     assert_true(last >= 2);
-    snprintf(out, sizeof out, "%s/rerun.out", dir);
-    pretrain_argv(argv, job, run, run_set, sizeof run_set, "--steps", "3");
-    status = run_to_end(argv, out, RUN_TIMEOUT_S);
-    char *rerun = read_output(out);
+    snprintf(c.out, sizeof c.out, "%s/rerun.out", c.dir);
+    pretrain_argv(argv, c.job, c.run, run_set, sizeof run_set, "--steps", "3");
+    status = run_to_end(argv, c.out, RUN_TIMEOUT_S);
+    char *rerun = read_output(c.out);
     assert_non_null(rerun);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) print_output("rerun", out);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) print_output("rerun", c.out);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     char resumed[1024];
-    snprintf(resumed, sizeof resumed, "resuming from %s/checkpoints/%s (step %lld)", run, ck, last);
-    if (!strstr(rerun, resumed)) print_output("rerun", out);
+    snprintf(resumed, sizeof resumed, "resuming from %s/checkpoints/%s (step %lld)", c.run, ck, last);
+    if (!strstr(rerun, resumed)) print_output("rerun", c.out);
     assert_non_null(strstr(rerun, resumed));
     char done[64];
     snprintf(done, sizeof done, "done: %lld steps", last + 3);
     assert_non_null(strstr(rerun, done));
     /* it checkpointed where it stopped */
-    assert_int_equal(latest_checkpoint(run, ck, sizeof ck), last + 3);
+    assert_int_equal(latest_checkpoint(c.run, ck, sizeof ck), last + 3);
     printf("  rerun resumed at step %lld and finished at step %lld\n", last, last + 3);
 }
 
@@ -403,30 +414,26 @@ static void test_killed_rank_brings_job_down_and_rerun_resumes(void **state)
 static void test_bad_command_line_counts(void **state)
 {
     (void)state;
-    char dir[300], run[320], job[340], out[340];
-    snprintf(dir, sizeof dir, "%s/badargs", base);
-    assert_int_equal(mkdir(dir, 0755), 0);
-    snprintf(run, sizeof run, "%s/run", dir);
-    write_job(dir, run, job, sizeof job);
-    snprintf(out, sizeof out, "%s/out", dir);
+    test_case c;
+    new_case(&c, "badargs", "out");
     char *argv[16], run_set[400];
     const char *bad[][3] = {{"--steps", "abc", "--steps needs a whole number >= 1, got 'abc'"},
                             {"--steps", "0", "--steps needs a whole number >= 1, got '0'"},
                             {"--eval-retrieval", "5x", "--eval-retrieval needs a whole number >= 2, got '5x'"}};
     for (int k = 0; k < 3; k++) {
-        pretrain_argv(argv, job, run, run_set, sizeof run_set, bad[k][0], bad[k][1]);
-        int status = run_to_end(argv, out, RUN_TIMEOUT_S);
-        char *msg = read_output(out);
+        pretrain_argv(argv, c.job, c.run, run_set, sizeof run_set, bad[k][0], bad[k][1]);
+        int status = run_to_end(argv, c.out, RUN_TIMEOUT_S);
+        char *msg = read_output(c.out);
         assert_non_null(msg);
-        if (!strstr(msg, bad[k][2])) print_output(bad[k][0], out);
+        if (!strstr(msg, bad[k][2])) print_output(bad[k][0], c.out);
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 2);
         assert_non_null(strstr(msg, bad[k][2]));
     }
-    pretrain_argv(argv, job, run, run_set, sizeof run_set, "--eval-retrieval", "1000");
-    int status = run_to_end(argv, out, RUN_TIMEOUT_S);
-    char *msg = read_output(out);
+    pretrain_argv(argv, c.job, c.run, run_set, sizeof run_set, "--eval-retrieval", "1000");
+    int status = run_to_end(argv, c.out, RUN_TIMEOUT_S);
+    char *msg = read_output(c.out);
     assert_non_null(msg);
-    if (!strstr(msg, "has 16 molecules")) print_output("--eval-retrieval 1000", out);
+    if (!strstr(msg, "has 16 molecules")) print_output("--eval-retrieval 1000", c.out);
     assert_true(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
     assert_non_null(strstr(msg, "--eval-retrieval 1000: the dataset"));
     assert_non_null(strstr(msg, "has 16 molecules"));
@@ -440,20 +447,17 @@ static void test_bad_command_line_counts(void **state)
 static void test_error_on_every_rank_names_rank_and_file(void **state)
 {
     (void)state;
-    char dir[300], run[320], job[340], out[340], set[PATH_MAX + 64];
-    snprintf(dir, sizeof dir, "%s/missing", base);
-    assert_int_equal(mkdir(dir, 0755), 0);
-    snprintf(run, sizeof run, "%s/run", dir);
-    write_job(dir, run, job, sizeof job);
-    snprintf(out, sizeof out, "%s/out", dir);
-    snprintf(set, sizeof set, "train.dataset=%s/no_such_dataset.h5", dir);
+    test_case c;
+    new_case(&c, "missing", "out");
+    char set[PATH_MAX + 64];
+    snprintf(set, sizeof set, "train.dataset=%s/no_such_dataset.h5", c.dir);
     char *argv[16], run_set[400];
-    pretrain_argv(argv, job, run, run_set, sizeof run_set, "--set", set);
-    int status = run_to_end(argv, out, RUN_TIMEOUT_S);
-    char *msg = read_output(out);
+    pretrain_argv(argv, c.job, c.run, run_set, sizeof run_set, "--set", set);
+    int status = run_to_end(argv, c.out, RUN_TIMEOUT_S);
+    char *msg = read_output(c.out);
     assert_non_null(msg);
     bool named = strstr(msg, "[rank 0] error") || strstr(msg, "[rank 1] error");
-    if (!named || !strstr(msg, "no_such_dataset.h5")) print_output("missing dataset", out);
+    if (!named || !strstr(msg, "no_such_dataset.h5")) print_output("missing dataset", c.out);
     assert_true(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
     assert_true(named);
     assert_non_null(strstr(msg, "no_such_dataset.h5"));
@@ -467,29 +471,25 @@ static void test_error_on_every_rank_names_rank_and_file(void **state)
 static void test_error_on_one_rank_brings_job_down(void **state)
 {
     (void)state;
-    char dir[300], run[320], job[340], out[340];
-    snprintf(dir, sizeof dir, "%s/onerank", base);
-    assert_int_equal(mkdir(dir, 0755), 0);
-    snprintf(run, sizeof run, "%s/run", dir);
-    write_job(dir, run, job, sizeof job);
-    snprintf(out, sizeof out, "%s/first.out", dir);
+    test_case c;
+    new_case(&c, "onerank", "first.out");
     char *argv[24], run_set[400];
-    pretrain_argv(argv, job, run, run_set, sizeof run_set, "--steps", "2");
-    int status = run_to_end(argv, out, RUN_TIMEOUT_S);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) print_output("first run", out);
+    pretrain_argv(argv, c.job, c.run, run_set, sizeof run_set, "--steps", "2");
+    int status = run_to_end(argv, c.out, RUN_TIMEOUT_S);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) print_output("first run", c.out);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     char ck[256];
-    assert_int_equal(latest_checkpoint(run, ck, sizeof ck), 2);
+    assert_int_equal(latest_checkpoint(c.run, ck, sizeof ck), 2);
 
-    char *mpmd[] = {"mpirun", "--oversubscribe", "-n", "1", prog, job, "--quiet", "--steps", "2", ":",
-                    "-n", "1", prog, job, "--quiet", "--steps", "2", "--set", "train.seed=6", NULL};
-    snprintf(out, sizeof out, "%s/mpmd.out", dir);
+    char *mpmd[] = {"mpirun", "--oversubscribe", "-n", "1", prog, c.job, "--quiet", "--steps", "2", ":",
+                    "-n", "1", prog, c.job, "--quiet", "--steps", "2", "--set", "train.seed=6", NULL};
+    snprintf(c.out, sizeof c.out, "%s/mpmd.out", c.dir);
     double t0 = now_s();
-    status = run_to_end(mpmd, out, RUN_TIMEOUT_S);
+    status = run_to_end(mpmd, c.out, RUN_TIMEOUT_S);
     double secs = now_s() - t0;
-    char *msg = read_output(out);
+    char *msg = read_output(c.out);
     assert_non_null(msg);
-    if (!strstr(msg, "[rank 1] error") || !strstr(msg, "train.seed is 6")) print_output("mpmd run", out);
+    if (!strstr(msg, "[rank 1] error") || !strstr(msg, "train.seed is 6")) print_output("mpmd run", c.out);
     printf("  job with a failing rank 1 ended after %.2f s (status %d)\n", secs, status);
     assert_true(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
     assert_non_null(strstr(msg, "[rank 1] error"));
@@ -500,7 +500,7 @@ static void test_error_on_one_rank_brings_job_down(void **state)
     /* rank 0 had nothing to report: the cause is on rank 1 only */
     assert_null(strstr(msg, "[rank 0] error"));
     /* the failed start did not touch the checkpoint */
-    assert_int_equal(latest_checkpoint(run, ck, sizeof ck), 2);
+    assert_int_equal(latest_checkpoint(c.run, ck, sizeof ck), 2);
 }
 
 int main(void)
