@@ -100,10 +100,10 @@ int main(int argc, char **argv)
     if (st == MM_OK && eval_n > n_mol) {
         st = MM_ERR(MM_ERR_CONFIG, "--eval-retrieval %lld: the dataset %s has %lld molecules", eval_n, job.train.dataset,
                     (long long)n_mol);
-    } else if (st == MM_OK && eval_n > n_mol - tr.n_train && rank == 0) {
+    } else if (st == MM_OK && eval_n > job.train.holdout && rank == 0) {
         fprintf(stderr, "mmsa_pretrain: warning: --eval-retrieval %lld includes %lld molecules that are trained on "
                         "(train.holdout is %lld; set it to %lld to keep them out)\n",
-                eval_n, (long long)(eval_n - (n_mol - tr.n_train)), (long long)job.train.holdout, eval_n);
+                eval_n, eval_n - (long long)job.train.holdout, (long long)job.train.holdout, eval_n);
     }
     if (st == MM_OK && eval_n > 0) {
         st = mm_eval_retrieval(&tr, n_mol - eval_n, n_mol, &r1_before, &r5_before);

@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "mmsa/checkpoint.h"
-#include "mmsa/fs.h"
 #include "mmsa/csv.h"
 #include "mmsa/dataset.h"
+#include "mmsa/fs.h"
 #include "mmsa/job.h"
 #include "mmsa/loss.h"
 #include "mmsa/metrics.h"
@@ -116,8 +116,7 @@ typedef struct ft_run {
     int n_graph_params;
     /* the pre-trained graph encoder, read from model.init once and copied into each
      * seed's model: its parameters, its BatchNorm statistics and their batch count */
-    float *enc_cache, *bn_cache;
-    size_t n_bn_cache;
+    float *enc_cache, *bn_cache;  /* [graph_span], [gin_buffers()] */
     int64_t bn_batches_cache;
     mm_tape tape;
     mm_molset ms;                 /* this rank's molecules of the current forward */
@@ -506,15 +505,17 @@ static mm_status resolve_model(ft_run *r, mm_ft_result *res)
     return MM_OK;
 }
 
+/* Values of the GIN's BatchNorm running statistics: they come first in the model's
+ * buffers; eval mode uses them until fine-tuning batches have replaced them. */
+static size_t gin_buffers(const ft_run *r) { return 2 * (size_t)r->mcfg.gin_layers * (size_t)r->mcfg.gin_hidden; }
+
 /* The pre-trained graph encoder into r->model: from model.init for the first seed,
  * from the copy kept then for the others. */
 static mm_status load_encoder(ft_run *r)
 {
     const char *path = r->job->model.init;
     mm_params *p = &r->model.params;
-    /* the GIN's BatchNorm running statistics come first in the model's buffers; eval
-     * mode uses them until fine-tuning batches have replaced them */
-    size_t n_gin = 2 * (size_t)r->mcfg.gin_layers * (size_t)r->mcfg.gin_hidden;
+    size_t n_gin = gin_buffers(r);
     if (!r->enc_cache) {
         int loaded = 0;
         MM_CALL(mm_ckpt_load_params(path, r->d->comm, p, "enc.graph.", &loaded));
@@ -530,11 +531,9 @@ static mm_status load_encoder(ft_run *r)
         if (!r->enc_cache || !r->bn_cache) return MM_ERR(MM_ERR_NOMEM, "a copy of the pre-trained graph encoder");
         memcpy(r->enc_cache, p->data, r->graph_span * sizeof(float));
         memcpy(r->bn_cache, r->model.buffers, n_gin * sizeof(float));
-        r->n_bn_cache = n_gin;
         r->bn_batches_cache = r->model.bn_batches;
         return MM_OK;
     }
-    if (n_gin != r->n_bn_cache) return MM_ERR(MM_ERR_INTERNAL, "graph encoder size changed between seeds");
     memcpy(p->data, r->enc_cache, r->graph_span * sizeof(float));
     memcpy(r->model.buffers, r->bn_cache, n_gin * sizeof(float));
     r->model.bn_batches = r->bn_batches_cache;
@@ -1025,7 +1024,7 @@ static void free_run(ft_run *r)
     mm_split_free(&r->split);
     mm_dist_destroy(&r->self);
     if (r->enc_cache) mm_free_sized(r->enc_cache, fbytes((int64_t)r->graph_span));
-    if (r->bn_cache) mm_free_sized(r->bn_cache, fbytes((int64_t)r->n_bn_cache));
+    if (r->bn_cache) mm_free_sized(r->bn_cache, fbytes((int64_t)gin_buffers(r)));
 }
 
 static mm_status alloc_buffers(ft_run *r)
