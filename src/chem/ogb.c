@@ -349,19 +349,26 @@ mm_status mm_cg_murcko(const mm_cgraph *g, mm_arena *arena, uint8_t *keep, int *
     /* Pruning leaves until only ring atoms and the chains between rings remain keeps
      * exactly the atoms on paths between rings (RDKit walks shortest paths between every
      * pair of rings; any such path only crosses linker atoms). */
+    /* An atom is marked gone when it is queued, not when it is popped, so it enters the
+     * queue once: two adjacent leaves (C#N) would otherwise queue each other again, and
+     * a salt with more two-atom fragments than ring atoms overran the n + 1 slots. */
     int head = 0, tail = 0;
     for (int i = 0; i < n; i++) {
         deg[i] = heavy_degree(g, i);
-        if (!g->atoms[i].in_ring && deg[i] <= 1) queue[tail++] = i;
+        if (!g->atoms[i].in_ring && deg[i] <= 1) {
+            gone[i] = 1;
+            queue[tail++] = i;
+        }
     }
     while (head < tail) {
         int i = queue[head++];
-        if (gone[i]) continue;
-        gone[i] = 1;
         for (int p = g->adj_start[i]; p < g->adj_start[i + 1]; p++) {
             int j = mm_cg_other(g, g->adj_bond[p], i);
             if (gone[j]) continue;
-            if (--deg[j] <= 1 && !g->atoms[j].in_ring) queue[tail++] = j;
+            if (--deg[j] <= 1 && !g->atoms[j].in_ring) {
+                gone[j] = 1;
+                queue[tail++] = j;
+            }
         }
     }
     int any_ring = 0;
