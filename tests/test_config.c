@@ -160,6 +160,50 @@ static void test_reference_file_matches_schema(void **state)
     free(vals);
 }
 
+/* What a run writes to run_dir/job.yaml is what the user wrote: 0.1 and 1e-3 print as
+ * 0.1 and 0.001 (not float32 with nine digits), every float reads back bit for bit,
+ * and a string with quotes and backslashes survives. */
+static void test_values_read_back_as_written(void **state)
+{
+    (void)state;
+    char num[32];
+    const struct { float v; const char *text; } shortest[] = {
+        {0.1f, "0.1"}, {1e-3f, "0.001"}, {0.07f, "0.07"}, {3.0f, "3"}, {1.0f / 3.0f, "0.33333334"},
+        {16777216.0f, "16777216"}, {1e-20f, "1e-20"}, {-2.5f, "-2.5"},
+    };
+    for (size_t k = 0; k < sizeof shortest / sizeof *shortest; k++) {
+        mm_cfg_format_float(shortest[k].v, num, sizeof num);
+        assert_string_equal(num, shortest[k].text);
+    }
+    /* every float of a sweep of bit patterns: shortest text, read back exactly */
+    for (uint32_t bits = 0x00800000u; bits < 0x7f000000u; bits += 0x00012345u) {
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        mm_cfg_format_float(v, num, sizeof num);
+        float back = (float)strtod(num, NULL);
+        if (back != v) fail_msg("%a printed as %s reads back as %a", (double)v, num, (double)back);
+    }
+
+    mm_job a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    assert_int_equal(mm_cfg_defaults(&mm_job_schema, &a), MM_OK);
+    a.loss.tau_align = 0.1f;
+    a.train.lr = 1e-3f;
+    a.train.lr_min = 1.0f / 3.0f;
+    snprintf(a.train.run_dir, sizeof a.train.run_dir, "runs/a \"quoted\" \\ dir");
+    char *vals = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&vals, &len);
+    mm_cfg_write_values(&mm_job_schema, &a, f);
+    fclose(f);
+    assert_non_null(strstr(vals, "tau_align: 0.1\n"));
+    assert_non_null(strstr(vals, "lr: 0.001\n"));
+    assert_int_equal(mm_cfg_load_string(&mm_job_schema, "job.yaml", vals, &b), MM_OK);
+    assert_memory_equal(&a, &b, sizeof a);
+    free(vals);
+}
+
 static void test_edit_distance(void **state)
 {
     (void)state;
@@ -177,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_malformed_yaml_and_missing_file),
         cmocka_unit_test(test_cross_field_validation),
         cmocka_unit_test(test_reference_file_matches_schema),
+        cmocka_unit_test(test_values_read_back_as_written),
         cmocka_unit_test(test_edit_distance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

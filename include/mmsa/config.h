@@ -56,8 +56,11 @@ mm_status mm_cfg_load_string(const mm_cfg_schema *s, const char *name, const cha
 mm_status mm_cfg_set(const mm_cfg_schema *s, const char *assignment, void *out);
 /* Write the documented reference file: every key with its default. */
 void mm_cfg_write_reference(const mm_cfg_schema *s, FILE *f);
-/* Write the values in `cfg` as YAML (for the run directory). */
+/* Write the values in `cfg` as YAML (for the run directory); it loads back to the same
+ * values (floats in their shortest exact form, strings escaped). */
 void mm_cfg_write_values(const mm_cfg_schema *s, const void *cfg, FILE *f);
+/* The shortest decimal text (%g style) that mm_cfg_load_* reads back as v. */
+void mm_cfg_format_float(float v, char *buf, size_t cap);
 
 /* A command-line count: text must be a whole decimal number >= min. Otherwise
  * MM_ERR_CONFIG with a message naming the flag ("--steps needs a whole number >= 1,

@@ -413,6 +413,28 @@ void mm_cfg_write_reference(const mm_cfg_schema *s, FILE *out)
     }
 }
 
+void mm_cfg_format_float(float v, char *buf, size_t cap)
+{
+    /* The fewest significant digits that the loader (strtod, then float) reads back as
+     * the same float: 0.1 prints as 0.1, not 0.100000001. Nine always suffice. */
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, cap, "%.*g", digits, (double)v);
+        if ((float)strtod(buf, NULL) == v) return;
+    }
+}
+
+/* A YAML double-quoted scalar that reads back as s. */
+static void write_quoted(const char *s, FILE *out)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fputc('\\', out);
+        if ((unsigned char)*s < 0x20) fprintf(out, "\\x%02x", (unsigned char)*s);
+        else fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
 void mm_cfg_write_values(const mm_cfg_schema *s, const void *cfg, FILE *out)
 {
     const char *prev = "";
@@ -427,9 +449,17 @@ void mm_cfg_write_values(const mm_cfg_schema *s, const void *cfg, FILE *out)
         switch (f->type) {
         case MM_CFG_INT: fprintf(out, "%d\n", *(const int *)p); break;
         case MM_CFG_INT64: fprintf(out, "%lld\n", (long long)*(const int64_t *)p); break;
-        case MM_CFG_FLOAT: fprintf(out, "%.9g\n", (double)*(const float *)p); break;
+        case MM_CFG_FLOAT: {
+            char num[32];
+            mm_cfg_format_float(*(const float *)p, num, sizeof num);
+            fprintf(out, "%s\n", num);
+            break;
+        }
         case MM_CFG_BOOL: fprintf(out, "%s\n", *(const bool *)p ? "true" : "false"); break;
-        case MM_CFG_STRING: fprintf(out, "\"%s\"\n", p); break;
+        case MM_CFG_STRING:
+            write_quoted(p, out);
+            fputc('\n', out);
+            break;
         case MM_CFG_ENUM: {
             int idx = *(const int *)p;
             const char *c = f->choices;
