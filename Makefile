@@ -18,6 +18,15 @@ CPPFLAGS := -Iinclude -D_GNU_SOURCE $(PKG_CFLAGS)
 CFLAGS   := -std=c11 $(OPT) -g $(WARN) -fno-strict-aliasing
 CXXFLAGS := -std=c++17 $(OPT) -g $(WARN) -Wno-deprecated-declarations
 LDLIBS   := $(PKG_LIBS) -lblis -lscalapack-openmpi -lz -lstdc++ -lm
+ifeq ($(FUZZ),1)
+  # libFuzzer build (make fuzz): the library instrumented for coverage, ASan and UBSan;
+  # only the fuzz targets link the fuzzer runtime (tests/fuzz/README in tests/README.md).
+  export OMPI_CC := clang
+  export OMPI_CXX := clang++
+  FUZZFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  CFLAGS   += $(FUZZFLAGS)
+  CXXFLAGS += $(FUZZFLAGS)
+endif
 ifeq ($(SAN),1)
   SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   CFLAGS   += $(SANFLAGS)
@@ -41,7 +50,8 @@ DEB_PKGS := libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
             libcmocka-dev pkg-config make gcc g++ python3 python3-numpy python3-h5py \
             python3-rdkit python3-sklearn zlib1g-dev libcairo2-dev gnuplot-nox
 
-.PHONY: all lib apps tests bench bench-only check check-only check-slurm asan demo deps clean
+.PHONY: all lib apps tests bench bench-only check check-only check-slurm asan demo deps clean \
+        fuzz fuzz-deps fuzz-build fuzz-only fuzz-smoke
 all: apps
 
 lib: $(LIB)
@@ -98,6 +108,37 @@ bench-only: $(BENCH)
 demo: deps
 	@$(MAKE) --no-print-directory apps
 	@BIN=$(BIN) sh configs/demo.sh
+
+# Fuzzing (tests/README.md): libFuzzer targets tests/fuzz/fuzz_*.c, built with clang into
+# FUZZ_BUILD, each run for FUZZ_S seconds from its committed seed corpus
+# tests/fuzz/corpus/<target> plus a scratch corpus under FUZZ_BUILD (new inputs land there,
+# crashes in FUZZ_BUILD/crashes). One process at a time. fuzz-smoke replays the committed
+# corpus and the crash inputs of tests/fuzz/regress through every target (seconds).
+FUZZ_BUILD    ?= build-fuzz
+FUZZ_S        ?= 60
+FUZZ_TARGETS  ?= $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_DEB_PKGS := clang libclang-rt-14-dev
+FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz/%)
+
+fuzz: deps fuzz-deps
+	@$(MAKE) --no-print-directory fuzz-only
+
+fuzz-build:
+	@$(MAKE) --no-print-directory FUZZ=1 OPT=-O1 BUILD=$(FUZZ_BUILD) BIN=$(FUZZ_BUILD)/bin $(FUZZ_BINS)
+
+fuzz-only: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_S=$(FUZZ_S) sh tests/fuzz/run_fuzz.sh run $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) sh tests/fuzz/run_fuzz.sh smoke $(FUZZ_TARGETS)
+
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests/fuzz $(CFLAGS) -fsanitize=fuzzer -c $< -o $@.o
+	$(CXX) $(CXXFLAGS) -fsanitize=fuzzer $@.o $(LIB) $(LDLIBS) -o $@
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(FUZZ_DEB_PKGS)"
 
 # Installs the Debian packages once; quick when they are already there.
 deps:
