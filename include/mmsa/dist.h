@@ -59,8 +59,9 @@ mm_status mm_dist_tape_allreduce(void *ctx, double *buf, int n);
 void mm_dist_block(int64_t n, int size, int rank, int64_t *start, int64_t *count);
 /* Collective: the ranks agree on a local outcome st. Every rank returns the status of
  * the lowest failing rank, with that rank's message and "(reported by rank R)" (the
- * failing rank keeps its own record, frames and hint); MM_OK when no rank failed. So a
- * failure on one rank never leaves the others waiting in the next collective. */
+ * failing rank keeps its own record, frames and hint; the others get its hint too), marked
+ * agreed (mm_error_agreed) so a program can report it once; MM_OK when no rank failed. So
+ * a failure on one rank never leaves the others waiting in the next collective. */
 mm_status mm_dist_agree(mm_dist *d, mm_status st);
 
 #endif

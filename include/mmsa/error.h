@@ -8,6 +8,7 @@
 #ifndef MMSA_ERROR_H
 #define MMSA_ERROR_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 typedef enum mm_status {
@@ -36,8 +37,15 @@ void mm_error_push(const char *file, int line, const char *func);
 void mm_error_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 const char *mm_error_message(void);
+const char *mm_error_hint_text(void); /* "" when the error has no hint */
 mm_status mm_error_code(void);
 void mm_error_clear(void);
+/* Mark the current error as known to every rank of the communicator (mm_dist_agree does
+ * this on every rank when it returns a failure), so a program can report it once, from
+ * rank 0, and end normally; an error not so marked may be one rank's alone, and the
+ * program aborts the job so that no rank waits in a collective. A new error clears it. */
+void mm_error_set_agreed(void);
+bool mm_error_agreed(void);
 /* Print "[rank r] error: <message>" then the frames, innermost first, then the hint.
  * rank < 0 omits the rank. */
 void mm_error_print(FILE *f, int rank);

@@ -83,6 +83,7 @@ int main(int argc, char **argv)
     mm_dist d;
     mm_trainer tr;
     memset(&tr, 0, sizeof tr);
+    memset(&d, 0, sizeof d);
     mm_status st = mm_dist_init(&d, MPI_COMM_WORLD);
     if (st == MM_OK) st = mm_cfg_load_file(&mm_job_schema, job_path, &job);
     for (int i = 0; i < n_set && st == MM_OK; i++) st = mm_cfg_set(&mm_job_schema, sets[i], &job);
@@ -98,8 +99,9 @@ int main(int argc, char **argv)
     double r1_before = 0, r5_before = 0, r1 = 0, r5 = 0;
     int64_t n_mol = tr.n_molecules;
     if (st == MM_OK && eval_n > n_mol) {
-        st = MM_ERR(MM_ERR_CONFIG, "--eval-retrieval %lld: the dataset %s has %lld molecules", eval_n, job.train.dataset,
-                    (long long)n_mol);
+        /* every rank has the same count: the same error on every rank */
+        st = mm_dist_agree(&d, MM_ERR(MM_ERR_CONFIG, "--eval-retrieval %lld: the dataset %s has %lld molecules", eval_n,
+                                      job.train.dataset, (long long)n_mol));
     } else if (st == MM_OK && eval_n > job.train.holdout && rank == 0) {
         fprintf(stderr, "mmsa_pretrain: warning: --eval-retrieval %lld includes %lld molecules that are trained on "
                         "(train.holdout is %lld; set it to %lld to keep them out)\n",
@@ -125,9 +127,18 @@ int main(int argc, char **argv)
             printf("retrieval after:  graph->fingerprint top-1 %.1f%%, top-5 %.1f%% among %lld held-out molecules\n",
                    100 * r1, 100 * r5, (long long)eval_n);
     }
+    if (st != MM_OK && mm_error_agreed()) {
+        /* Every rank holds the same error (mm_dist_agree): rank 0 reports it once and
+         * the ranks close the dataset and end together. */
+        if (rank == 0) mm_error_print(stderr, -1);
+        mm_trainer_destroy(&tr);
+        mm_dist_destroy(&d);
+        MPI_Finalize();
+        return 1;
+    }
     if (st != MM_OK) {
         mm_error_print(stderr, rank);
-        /* Errors can be local to one rank; abort so no rank waits in a collective. */
+        /* An error of this rank alone: abort so no other rank waits in a collective. */
         MPI_Abort(MPI_COMM_WORLD, 1);
         return 1;
     }

@@ -19,6 +19,7 @@ static _Thread_local struct {
     char hint[512];
     mm_frame frames[MM_MAX_FRAMES];
     int n_frames;
+    bool agreed;
 } err;
 
 const char *mm_status_name(mm_status s)
@@ -49,6 +50,7 @@ mm_status mm_error_raise(mm_status code, const char *file, int line, const char 
     va_end(ap);
     err.hint[0] = '\0';
     err.n_frames = 0;
+    err.agreed = false;
     mm_error_push(file, line, func);
     return code;
 }
@@ -68,6 +70,9 @@ void mm_error_hint(const char *fmt, ...)
 }
 
 const char *mm_error_message(void) { return err.msg; }
+const char *mm_error_hint_text(void) { return err.hint; }
+void mm_error_set_agreed(void) { err.agreed = true; }
+bool mm_error_agreed(void) { return err.code != MM_OK && err.agreed; }
 mm_status mm_error_code(void) { return err.code; }
 
 void mm_error_clear(void)
@@ -76,6 +81,7 @@ void mm_error_clear(void)
     err.msg[0] = '\0';
     err.hint[0] = '\0';
     err.n_frames = 0;
+    err.agreed = false;
 }
 
 void mm_error_print(FILE *f, int rank)

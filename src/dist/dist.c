@@ -78,7 +78,10 @@ void mm_dist_block(int64_t n, int size, int rank, int64_t *start, int64_t *count
 
 mm_status mm_dist_agree(mm_dist *d, mm_status st)
 {
-    if (d->size == 1) return st;
+    if (d->size == 1) {
+        if (st != MM_OK) mm_error_set_agreed();
+        return st;
+    }
     int me = st != MM_OK ? d->rank : d->size, first = d->size;
     int rc = MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, d->comm);
     if (rc != MPI_SUCCESS) return mm_error_mpi(rc, "MPI_Allreduce (agreement)", __FILE__, __LINE__, __func__);
@@ -86,13 +89,19 @@ mm_status mm_dist_agree(mm_dist *d, mm_status st)
     struct {
         int code;
         char msg[1024];
-    } m = {0, ""};
+        char hint[512];
+    } m = {0, "", ""};
     if (d->rank == first) {
         m.code = (int)st;
         snprintf(m.msg, sizeof m.msg, "%s", mm_error_message());
+        snprintf(m.hint, sizeof m.hint, "%s", mm_error_hint_text());
     }
     rc = MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, first, d->comm);
     if (rc != MPI_SUCCESS) return mm_error_mpi(rc, "MPI_Bcast (agreement)", __FILE__, __LINE__, __func__);
-    if (d->rank == first) return st;
-    return mm_error_raise((mm_status)m.code, __FILE__, __LINE__, __func__, "%s (reported by rank %d)", m.msg, first);
+    if (d->rank != first) {
+        mm_error_raise((mm_status)m.code, __FILE__, __LINE__, __func__, "%s (reported by rank %d)", m.msg, first);
+        if (m.hint[0]) mm_error_hint("%s", m.hint);
+    }
+    mm_error_set_agreed();
+    return (mm_status)m.code;
 }

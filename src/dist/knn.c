@@ -326,14 +326,15 @@ static uint64_t call_hash(mm_knn_backend b, const int64_t *counts, int size, int
 /* Like knn_agree, and also that every rank passed the same arguments. */
 static mm_status agree_args(mm_dist *d, mm_status local, uint64_t hash)
 {
-    if (d->size == 1) return local;
-    int64_t v[4] = {(int64_t)local, local != MM_OK ? d->rank : -1, (int64_t)(hash >> 1), -(int64_t)(hash >> 1)};
+    /* a rejected call (a non-finite embedding on one rank) fails on every rank with that
+     * rank's message, so the program can report it once */
+    mm_dist_account(d, MM_COMM_OTHER, sizeof(int));
+    MM_CALL(mm_dist_agree(d, local));
+    if (d->size == 1) return MM_OK;
+    int64_t v[2] = {(int64_t)(hash >> 1), -(int64_t)(hash >> 1)};
     mm_dist_account(d, MM_COMM_OTHER, sizeof v);
-    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, 4, MPI_INT64_T, MPI_MAX, d->comm));
-    if (local != MM_OK) return local;
-    if (v[0] != MM_OK)
-        return MM_ERR((mm_status)v[0], "kNN: rank %lld rejected the call (its own message says why)", (long long)v[1]);
-    if (v[2] != -v[3])
+    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MAX, d->comm));
+    if (v[0] != -v[1])
         return MM_ERR(MM_ERR_ARG, "kNN: the ranks disagree on backend, counts, dim, k or options (a collective "
                                   "call needs the same values everywhere)");
     return MM_OK;

@@ -51,12 +51,11 @@ static mm_status open_log(mm_trainer *tr)
     return MM_OK;
 }
 
-mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
+/* The job against the dataset: every rank reads the same job and file, so every rank
+ * fails here the same way (a missing file, a batch larger than the data), and
+ * mm_trainer_init agrees on the outcome so that it is reported once. */
+static mm_status open_dataset(mm_trainer *tr, const mm_job *job, mm_dist *d)
 {
-    memset(tr, 0, sizeof *tr);
-    tr->job = *job;
-    tr->d = d;
-    tr->perm_epoch = -1;
     const mm_train_config *T = &job->train;
     if (!T->dataset[0]) {
         mm_status st = MM_ERR(MM_ERR_CONFIG, "train.dataset is not set");
@@ -92,6 +91,17 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
         return MM_ERR(MM_ERR_CONFIG, "%s has %lld training molecules, fewer than one batch (train.batch_size %d)",
                       T->dataset, (long long)tr->n_train, T->batch_size);
     tr->total_steps = T->max_steps > 0 ? T->max_steps : (int64_t)T->epochs * tr->steps_per_epoch;
+    return MM_OK;
+}
+
+mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
+{
+    memset(tr, 0, sizeof *tr);
+    tr->job = *job;
+    tr->d = d;
+    tr->perm_epoch = -1;
+    const mm_train_config *T = &job->train;
+    MM_CALL(mm_dist_agree(d, open_dataset(tr, job, d)));
     tr->sched = (mm_schedule){T->lr, T->lr_min, T->warmup_steps, tr->total_steps};
 
     MM_CALL(mm_model_init(&tr->model, &job->model, &job->loss, (uint64_t)T->seed));
@@ -123,9 +133,11 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
         if (found) {
             mm_ckpt_state s = ckpt_state(tr);
             MM_CALL(mm_ckpt_read(path, d, &s));
+            mm_status seed_st = MM_OK;
             if (s.seed != (uint64_t)T->seed)
-                return MM_ERR(MM_ERR_CONFIG, "%s was written with seed %llu but train.seed is %lld", path,
-                              (unsigned long long)s.seed, (long long)T->seed);
+                seed_st = MM_ERR(MM_ERR_CONFIG, "%s was written with seed %llu but train.seed is %lld", path,
+                                 (unsigned long long)s.seed, (long long)T->seed);
+            MM_CALL(mm_dist_agree(d, seed_st));
             tr->step = s.step;
             tr->model.bn_batches = s.bn_batches;
             if (d->rank == 0) fprintf(stderr, "resuming from %s (step %lld)\n", path, (long long)tr->step);
@@ -207,11 +219,13 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     mm_step_out o;
     mm_status fst = mm_model_forward(&tr->model, t, d, &tr->bank, b, (uint64_t)tr->job.train.seed, (uint64_t)tr->step, &o);
     if (fst == MM_ERR_NUMERIC) {
-        /* e.g. the kNN search refuses non-finite embeddings: name the step */
+        /* e.g. the kNN search refuses non-finite embeddings (on every rank, agreed): name the step */
+        bool agreed = mm_error_agreed();
         char inner[700];
         snprintf(inner, sizeof inner, "%s", mm_error_message());
         fst = MM_ERR(MM_ERR_NUMERIC, "step %lld: %s; parameters and checkpoints are untouched", (long long)tr->step, inner);
         mm_error_hint("lower train.lr or set train.grad_clip; the last checkpoint in %s is intact", tr->ckpt_dir);
+        if (agreed) mm_error_set_agreed();
         return fst;
     }
     MM_CALL(fst);
@@ -224,11 +238,15 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     rep->l_rec = o.l_rec;
     rep->l_hg = o.l_hg;
     rep->l_mem = o.l_mem;
-    if (!isfinite(o.total))
-        return MM_ERR(MM_ERR_NUMERIC,
-                      "step %lld: the loss is %g (L_align %g, L_rec %g, L_hg %g, L_mem %g); parameters and checkpoints "
-                      "are untouched",
-                      (long long)tr->step, o.total, o.l_align, o.l_rec, o.l_hg, o.l_mem);
+    if (!isfinite(o.total)) {
+        /* the loss is summed over the ranks: every rank sees the same value and comes here */
+        mm_status st = MM_ERR(MM_ERR_NUMERIC,
+                              "step %lld: the loss is %g (L_align %g, L_rec %g, L_hg %g, L_mem %g); parameters and "
+                              "checkpoints are untouched",
+                              (long long)tr->step, o.total, o.l_align, o.l_rec, o.l_hg, o.l_mem);
+        mm_error_hint("lower train.lr or set train.grad_clip; the last checkpoint in %s is intact", tr->ckpt_dir);
+        return mm_dist_agree(d, st);
+    }
     /* the gradient buckets start inside the backward as their parameters become final */
     MM_CALL(mm_grad_sync_begin(&tr->gsync, t));
     MM_CALL(mm_tape_backward(t, o.loss_local));
@@ -238,9 +256,10 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     double norm = 0;
     mm_status st = mm_clip_grad_norm(&tr->model.params, tr->job.train.grad_clip, &norm);
     if (st == MM_ERR_NUMERIC) {
+        /* the norm is of the summed gradient: the same on every rank */
         mm_error_hint("lower train.lr or set train.grad_clip; the last checkpoint in %s is intact", tr->ckpt_dir);
         mm_error_push(__FILE__, __LINE__, __func__);
-        return st;
+        return mm_dist_agree(d, st);
     }
     MM_CALL(st);
     rep->grad_norm = norm;
