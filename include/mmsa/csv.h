@@ -88,7 +88,9 @@ mm_table_format mm_table_get_format(const mm_table *t);
 const char *mm_table_format_name(mm_table_format f); /* "CSV", "SMILES", "SD" */
 const char *mm_table_path(const mm_table *t);
 /* The next row, or *eof = true. MM_ERR_FORMAT for a bad label cell or too many fields
- * is recoverable (see the top of this file); any other error ends the reading. */
+ * is recoverable (see the top of this file); any other error ends the reading. A quoted
+ * field never closed is MM_ERR_FORMAT as well but fills in no row: a caller that goes on
+ * after MM_ERR_FORMAT sets row->row = -1 first and goes on only if it changed. */
 mm_status mm_table_next(mm_table *t, mm_table_row *row, bool *eof);
 /* Skip n rows without converting their labels; *skipped < n only at the end of the file. */
 mm_status mm_table_skip(mm_table *t, int64_t n, int64_t *skipped);

@@ -147,10 +147,12 @@ static mm_status audit_csv(ft_run *r)
     int64_t limit = D->limit > 0 ? D->limit : INT64_MAX;
     for (int64_t k = 0; st == MM_OK && k < limit; k++) {
         mm_table_row row;
+        memset(&row, 0, sizeof row);
+        row.row = -1;
         bool eof = false;
         mm_status s = mm_table_next(t, &row, &eof);
         if (eof) break;
-        if (s == MM_ERR_FORMAT) {
+        if (s == MM_ERR_FORMAT && row.row == k) { /* a bad cell: the row is filled in */
             bad_add(&r->bad, mm_error_message());
             mm_error_clear();
         } else if (s != MM_OK) {
