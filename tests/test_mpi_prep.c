@@ -55,7 +55,7 @@ static int count_tmp_files(void)
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
+        if (strstr(e->d_name, ".tmp.") || strstr(e->d_name, ".spool.")) n++;
     closedir(d);
     return n;
 }
@@ -378,6 +378,137 @@ static void test_rank_count_invariance(void **state)
     assert_int_equal(mm_alloc_live_bytes(), live0);
 }
 
+/* ---------------------------------------------------------------- chunks */
+
+/* 1 if the two files have the same bytes (rank 0). */
+static int same_bytes(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    assert_true(fa && fb);
+    int same = 1, ca, cb;
+    do {
+        ca = getc(fa);
+        cb = getc(fb);
+        if (ca != cb) same = 0;
+    } while (same && ca != EOF);
+    fclose(fa);
+    fclose(fb);
+    return same;
+}
+
+/* Writing in chunks changes neither the file's bytes nor anything in it: chunks of 1
+ * (every reject a chunk of its own), 3 (ranks with different numbers of chunks, chunks
+ * of rejects only) and larger than the input, on all ranks and on one; and a rank never
+ * holds more than a chunk of featurised rows. The file of one whole chunk is also the
+ * one mm_dataset_write makes from the same molecules in memory. */
+static void test_chunks(void **state)
+{
+    (void)state;
+    size_t live0 = mm_alloc_live_bytes();
+    /* 10 ZINC molecules with labels (empty, number, text), 4 rejects, two of them adjacent */
+    char text[8192] = "smiles,y\n";
+    int have = 1;
+    if (D.rank == 0) {
+        char src[1024], line[1024];
+        snprintf(src, sizeof src, "%s/data/pretrain/zinc250k.csv.gz", tu_shared_dir());
+        gzFile in = gzopen(src, "rb");
+        have = in && gzgets(in, line, sizeof line);
+        for (int i = 0; have && i < 10; i++) {
+            have = gzgets(in, line, sizeof line) != NULL;
+            line[strcspn(line, "\r\n")] = '\0';
+            char row[1100];
+            snprintf(row, sizeof row, "%s,%s\n", line, i % 3 == 0 ? "" : (i % 3 == 1 ? "1.5" : "x"));
+            strcat(text, row);
+            if (i == 1) strcat(text, "C1CC(,1\n\n");
+            if (i == 7) strcat(text, "[H][H],2\nnot_a_smiles,0\n");
+        }
+        if (in) gzclose(in);
+    }
+    MPI_Bcast(&have, 1, MPI_INT, 0, D.comm);
+    if (!have) {
+        if (D.rank == 0) printf("SKIP: %s/data/pretrain/zinc250k.csv.gz not readable\n", tu_shared_dir());
+        return;
+    }
+    write_file("chunks.csv", text);
+    mm_prep_config c = cfg_for(path_of("chunks.csv"), path_of("chunks_whole.h5"));
+    snprintf(c.input.labels, sizeof c.input.labels, "y");
+    c.features.ff_steps = 10;
+    c.features.image_size = 24;
+    c.output.chunk_molecules = 1000;
+    mm_prep_result whole;
+    assert_int_equal(run(&c, D.comm, &whole, NULL), MM_OK);
+    assert_int_equal(whole.rows, 14);
+    assert_int_equal(whole.rejected, 4);
+    assert_int_equal(whole.label_rows, 3);
+    int64_t share = (14 + D.size - 1) / D.size; /* rank 0's block: the largest */
+    assert_int_equal(whole.held_max, share);
+
+    /* one rank's reference: depictions may still depend on the rank count (issue 14),
+     * which is not what this test is about */
+    MPI_Comm solo;
+    MPI_Comm_split(D.comm, D.rank == 0 ? 0 : MPI_UNDEFINED, 0, &solo);
+    char whole_one[MM_CFG_STR_MAX];
+    snprintf(whole_one, sizeof whole_one, "%s", path_of(D.size == 1 ? "chunks_whole.h5" : "chunks_whole_one.h5"));
+    if (D.size > 1 && D.rank == 0) {
+        mm_prep_config c1 = c;
+        snprintf(c1.output.path, sizeof c1.output.path, "%s", whole_one);
+        mm_prep_result r;
+        assert_int_equal(run(&c1, solo, &r, NULL), MM_OK);
+        assert_int_equal(r.held_max, 14);
+    }
+    const int64_t chunk[] = {1, 3, 14, 1000};
+    int diff = 0;
+    for (int k = 0; k < 4; k++) {
+        for (int one = 0; one < 2; one++) {
+            if (one && D.rank != 0) continue;
+            char name[64];
+            snprintf(name, sizeof name, "chunks_%lld_%s.h5", (long long)chunk[k], one ? "one" : "all");
+            mm_prep_config cc = c;
+            cc.output.chunk_molecules = chunk[k];
+            snprintf(cc.output.path, sizeof cc.output.path, "%s", path_of(name));
+            mm_prep_result r;
+            assert_int_equal(run(&cc, one ? solo : D.comm, &r, NULL), MM_OK);
+            int64_t held = one ? 14 : share;
+            assert_int_equal(r.held_max, held < chunk[k] ? held : chunk[k]);
+            assert_int_equal(r.written, whole.written);
+            if (D.rank == 0) {
+                const char *ref = one ? whole_one : path_of("chunks_whole.h5");
+                int same = same_bytes(ref, cc.output.path);
+                if (!same) printf("%s differs from %s\n", name, ref);
+                diff += !same + h5c_files_equal(ref, cc.output.path);
+            }
+        }
+    }
+    if (D.rank == 0) MPI_Comm_free(&solo);
+    if (D.rank == 0) {
+        /* the same molecules written from memory in one set: the same bytes */
+        mm_molset ms;
+        mm_dataset *ds = NULL;
+        assert_int_equal(mm_dataset_open(path_of("chunks_whole.h5"), MPI_COMM_NULL, &ds), MM_OK);
+        const mm_dataset_info *info = mm_dataset_get_info(ds);
+        assert_int_equal(info->n_molecules, 10);
+        assert_int_equal(info->n_rejects, 4);
+        assert_int_equal(info->modalities, MM_MOD_ALL);
+        memset(&ms, 0, sizeof ms);
+        assert_int_equal(mm_dataset_read_range(ds, 0, info->n_molecules, info->modalities, &ms), MM_OK);
+        assert_int_equal(mm_dataset_read_rejects(ds, &ms), MM_OK);
+        mm_dataset_meta meta = {info->featurizer, info->source, info->source_sha256, info->created_by};
+        /* through MPI-IO like mmsa_prep (a serial write lays the file out differently) */
+        assert_int_equal(mm_dataset_write(path_of("chunks_mem.h5"), MPI_COMM_SELF, &ms, &meta), MM_OK);
+        mm_dataset_close(&ds);
+        mm_molset_free(&ms);
+        int same = same_bytes(path_of("chunks_whole.h5"), path_of("chunks_mem.h5"));
+        if (!same) printf("chunks_mem.h5 differs from chunks_whole.h5\n");
+        diff += !same;
+        assert_int_equal(count_tmp_files(), 0);
+        printf("chunks of 1, 3, 14 and 1000 rows on %d rank(s) and on 1, and the set written from memory: %s\n",
+               D.size, diff ? "DIFFERENT" : "byte-identical files");
+    }
+    MPI_Bcast(&diff, 1, MPI_INT, 0, D.comm);
+    assert_int_equal(diff, 0);
+    assert_int_equal(mm_alloc_live_bytes(), live0);
+}
+
 /* ---------------------------------------------------------------- errors */
 
 /* Every rank fails with `code`; the failing rank's message contains `names`; no output
@@ -681,6 +812,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_label_list),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_rank_count_invariance),
+        cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_one_rank_out_of_memory),
         cmocka_unit_test(test_bace_autodetect),

@@ -6,7 +6,8 @@
  *    input rows that could not be featurised (rejects). Buffers grow geometrically
  *    through mm_malloc; offsets are local (atom_offset[0] = 0).
  *  - the HDF5 dataset file: a collective writer (every rank a contiguous slice, one
- *    file, offsets rebased to global), a validating reader that reads any sorted set
+ *    file, offsets rebased to global; from a set in memory or from a spool of chunks on
+ *    disk, for bounded memory), a validating reader that reads any sorted set
  *    of molecules with hyperslab selections, an inspect summary, and SHA-256.
  *
  * Promises:
@@ -182,6 +183,28 @@ mm_status mm_dataset_write(const char *path, MPI_Comm comm, const mm_molset *loc
 /* Largest number of bytes one rank moves in one H5Dwrite call (default 256 MiB): a
  * rank's part of a big dataset is written in collective rounds of this size. */
 void mm_dataset_set_io_block_bytes(size_t bytes);
+
+/* Bounded memory: a producer that cannot hold its whole share (mmsa_prep) appends it
+ * chunk by chunk to a spool, a file of its own rank, and writes the dataset from the
+ * spool at the end. The file is byte-identical to mm_dataset_write of the same molecules
+ * in one set, whatever the chunks: chunking only changes which rows one H5Dwrite call
+ * carries. The writer holds one chunk's column at a time (at most the io block size);
+ * rank 0 also holds one chunk's strings of one rank.
+ *
+ * The spool file is created at `path` (a name nobody else uses, in a directory with room
+ * for about the dataset's size) and unlinked at once: it never outlives the process. */
+typedef struct mm_dataset_spool mm_dataset_spool;
+/* `layout` gives modalities, image size and tasks (its molecules are not taken). */
+mm_status mm_dataset_spool_create(const char *path, const mm_molset *layout, mm_dataset_spool **out);
+/* Copies the chunk's molecules and rejects to the end of the spool (same layout; they
+ * follow the molecules appended before them); the caller may then clear the chunk. */
+mm_status mm_dataset_spool_append(mm_dataset_spool *s, const mm_molset *chunk);
+/* Frees and NULLs; safe on NULL. */
+void mm_dataset_spool_free(mm_dataset_spool **s);
+/* mm_dataset_write of everything appended to this rank's spool, in order. Collective,
+ * with the same promises. */
+mm_status mm_dataset_write_spool(const char *path, MPI_Comm comm, const mm_dataset_spool *spool,
+                                 const mm_dataset_meta *meta);
 
 /* ---------------------------------------------------------------- reader */
 

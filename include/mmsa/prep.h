@@ -22,8 +22,12 @@
  *   happened holds the real message and is named in result->failed_rank; the others
  *   return the same code with a message pointing at that rank. On failure no output
  *   file appears (dataset.h writes to a temporary name and renames).
- * - Memory: a rank holds its whole slice featurised until the collective write, about
- *   1 KiB per molecule plus 3*H*W bytes of image (12 KiB at 64x64).
+ * - Memory: a rank holds at most output.chunk_molecules rows featurised (about 1 KiB per
+ *   molecule plus 3*H*W bytes of image, 12 KiB at 64x64); each full chunk goes to a spool
+ *   file of the rank next to the output (dataset.h; unlinked at creation, so it never
+ *   outlives the run), from which the file is written at the end. The disk next to the
+ *   output needs room for the spool and the file, each about the dataset's size. The
+ *   file's bytes do not depend on the chunk size. Debug PNGs keep png_count depictions.
  * - Output on rank 0 only: the summary to the FILE given to mm_prep_run, the progress
  *   line (every report.progress_seconds, after the first such interval) to stderr. */
 #ifndef MMSA_PREP_H
@@ -54,6 +58,7 @@ typedef struct mm_prep_input_config {
 
 typedef struct mm_prep_output_config {
     char path[MM_CFG_STR_MAX];       /* the .h5 file */
+    int64_t chunk_molecules;         /* rows a rank holds featurised at once (>= 1) */
 } mm_prep_output_config;
 
 typedef struct mm_prep_features_config {
@@ -113,6 +118,8 @@ typedef struct mm_prep_result {
     int ranks;
     int failed_rank;                    /* on failure: the rank holding the cause, or -1 when
                                            every failing rank's message matters */
+    int64_t held_max;                   /* most rows (molecules + rejects) one rank held
+                                           featurised at once: <= output.chunk_molecules */
 } mm_prep_result;
 
 /* Collective over comm (every rank passes the same config). Rank 0 writes the summary to

@@ -1,16 +1,30 @@
-/* dataset_write.c: the collective writer of a dataset file (see dataset.h).
+/* dataset_write.c: the collective writer of a dataset file, and the spool that lets a
+ * producer hand it molecules chunk by chunk (see dataset.h).
+ *
+ * Both entry points write from a `spool`: a rank's molecules as a sequence of chunks,
+ * each chunk's columns (source rows, offsets, atom rows, ..., strings) back to back in
+ * one unlinked file. mm_dataset_write wraps the caller's molecule set as a spool of one
+ * chunk that stays in memory, so there is one writer, and the bytes of the file do not
+ * depend on how the molecules were chunked: every dataset is created with its final
+ * shape (contiguous, allocated at creation) in the same order, and a chunk only decides
+ * which rows one H5Dwrite call carries.
  *
  * Phases, each ending with every rank knowing the outcome:
  *  1. local checks and allocations, then one MPI_Allreduce of "ok" (so a rank that
  *     failed alone never leaves the others waiting in a collective);
- *  2. MPI_Allgather of the per-rank counts; offsets rebased to global;
- *  3. collective: numeric datasets written with MPI-IO, collective transfers, in rounds
- *     of at most io_block_bytes per rank (a rank with nothing left selects none);
- *     closed, then the status is agreed with MPI_Allreduce;
+ *  2. MPI_Allgather of the per-rank counts; offsets rebased to global as they are written;
+ *  3. collective: numeric datasets written with MPI-IO, collective transfers, in rounds:
+ *     a round carries one block of at most io_block_bytes per rank, never across a chunk
+ *     boundary; the number of rounds of a dataset is the largest number of blocks of any
+ *     rank (one MPI_Allreduce for all datasets), and a rank with no block left selects
+ *     none. A rank whose spool cannot be read goes on selecting none, so that no rank
+ *     waits forever, and the failure is agreed after the close;
  *  4. rank 0 alone reopens the file and writes the strings (variable-length strings
- *     cannot go through MPI-IO in HDF5 1.10), receiving rank r's strings only when
- *     it is their turn, and the attributes; renames; broadcasts the outcome. */
+ *     cannot go through MPI-IO in HDF5 1.10), receiving rank r's strings only when it
+ *     is their turn, one chunk at a time, and the attributes; renames; broadcasts the
+ *     outcome. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,10 +38,246 @@ static size_t io_block_bytes = (size_t)256 << 20;
 
 void mm_dataset_set_io_block_bytes(size_t bytes) { io_block_bytes = bytes ? bytes : (size_t)256 << 20; }
 
+/* ---------------------------------------------------------------- spool */
+
+/* Columns of a chunk, in the order they follow each other in the spool file. */
+enum {
+    K_SOURCE_ROW, K_ATOM_OFF, K_ATOM_FEAT, K_BOND_OFF, K_BOND_INDEX, K_BOND_FEAT, K_XYZ, K_CONF_OK,
+    K_IMAGE, K_FP, K_LABELS, K_SMILES, K_SCAFFOLD, K_REJ_ROW, K_REJ_SMILES, K_REJ_REASON, K_COLS
+};
+/* String columns' bytes in chunk_ix.bytes */
+enum { S_SMILES, S_SCAFFOLD, S_REJ_SMILES, S_REJ_REASON, S_N };
+
+typedef struct chunk_ix {
+    int64_t n, atoms, bonds, rejects;
+    int64_t bytes[S_N];
+    int64_t pos;              /* file offset of the chunk's first column */
+} chunk_ix;
+
+struct mm_dataset_spool {
+    mm_molset layout;         /* modalities, image size and tasks; no molecules */
+    const mm_molset *mem;     /* a one-chunk view of a caller's set (mm_dataset_write), or NULL */
+    int fd;                   /* the unlinked spool file; -1 for a view */
+    char *path;               /* for messages */
+    chunk_ix *ix;             /* [cap_ix], n_ix used */
+    int64_t n_ix, cap_ix;
+    int64_t end;              /* bytes in the file */
+};
+
+/* Rows of column k in chunk c (bytes for strings; offsets: one per molecule, the
+ * closing value is the chunk's atom or bond count). */
+static int64_t col_rows(const mm_molset *lay, const chunk_ix *c, int k)
+{
+    unsigned m = lay->modalities;
+    switch (k) {
+    case K_SOURCE_ROW: case K_ATOM_OFF: case K_BOND_OFF: return c->n;
+    case K_ATOM_FEAT: return c->atoms;
+    case K_BOND_INDEX: case K_BOND_FEAT: return c->bonds;
+    case K_XYZ: return (m & MM_MOD_CONFORMER) ? c->atoms : 0;
+    case K_CONF_OK: return (m & MM_MOD_CONFORMER) ? c->n : 0;
+    case K_IMAGE: return (m & MM_MOD_IMAGE) ? c->n : 0;
+    case K_FP: return (m & MM_MOD_FINGERPRINT) ? c->n : 0;
+    case K_LABELS: return (m & MM_MOD_LABELS) ? c->n : 0;
+    case K_SMILES: return c->bytes[S_SMILES];
+    case K_SCAFFOLD: return (m & MM_MOD_SCAFFOLD) ? c->bytes[S_SCAFFOLD] : 0;
+    case K_REJ_ROW: return c->rejects;
+    case K_REJ_SMILES: return c->bytes[S_REJ_SMILES];
+    case K_REJ_REASON: return c->bytes[S_REJ_REASON];
+    default: return 0;
+    }
+}
+
+static size_t col_row_bytes(const mm_molset *lay, int k)
+{
+    switch (k) {
+    case K_SOURCE_ROW: case K_ATOM_OFF: case K_BOND_OFF: case K_REJ_ROW: return sizeof(int64_t);
+    case K_ATOM_FEAT: return MM_DS_ATOM_FEATS;
+    case K_BOND_INDEX: return 2 * sizeof(int32_t);
+    case K_BOND_FEAT: return MM_DS_BOND_FEATS;
+    case K_XYZ: return 3 * sizeof(float);
+    case K_IMAGE: return mm_ds_image_bytes(lay->image_h, lay->image_w);
+    case K_FP: return MM_DS_FP_BYTES;
+    case K_LABELS: return (size_t)lay->n_tasks * sizeof(float);
+    default: return 1; /* conf_ok, strings */
+    }
+}
+
+/* Column k of a set in memory (offsets without their closing value). */
+static const void *col_ptr(const mm_molset *ms, int k)
+{
+    switch (k) {
+    case K_SOURCE_ROW: return ms->source_row;
+    case K_ATOM_OFF: return ms->atom_offset;
+    case K_ATOM_FEAT: return ms->atom_feat;
+    case K_BOND_OFF: return ms->bond_offset;
+    case K_BOND_INDEX: return ms->bond_index;
+    case K_BOND_FEAT: return ms->bond_feat;
+    case K_XYZ: return ms->xyz;
+    case K_CONF_OK: return ms->conf_ok;
+    case K_IMAGE: return ms->image;
+    case K_FP: return ms->fingerprint;
+    case K_LABELS: return ms->labels;
+    case K_SMILES: return ms->smiles.chars;
+    case K_SCAFFOLD: return ms->scaffold.chars;
+    case K_REJ_ROW: return ms->reject_row;
+    case K_REJ_SMILES: return ms->reject_smiles.chars;
+    case K_REJ_REASON: return ms->reject_reason.chars;
+    default: return NULL;
+    }
+}
+
+static chunk_ix chunk_of(const mm_molset *ms)
+{
+    chunk_ix c = {ms->n, ms->n_atoms, ms->n_bonds, ms->n_rejects,
+                  {ms->smiles.nbytes, ms->scaffold.nbytes, ms->reject_smiles.nbytes, ms->reject_reason.nbytes}, 0};
+    if (!(ms->modalities & MM_MOD_SCAFFOLD)) c.bytes[S_SCAFFOLD] = 0;
+    return c;
+}
+
+static int64_t col_pos(const mm_dataset_spool *s, const chunk_ix *c, int k)
+{
+    int64_t pos = c->pos;
+    for (int j = 0; j < k; j++) pos += col_rows(&s->layout, c, j) * (int64_t)col_row_bytes(&s->layout, j);
+    return pos;
+}
+
+static bool same_layout(const mm_molset *a, const mm_molset *b)
+{
+    if (a->modalities != b->modalities || a->n_tasks != b->n_tasks) return false;
+    if ((a->modalities & MM_MOD_IMAGE) && (a->image_h != b->image_h || a->image_w != b->image_w)) return false;
+    for (int t = 0; t < a->n_tasks; t++)
+        if (strcmp(a->task_names[t], b->task_names[t])) return false;
+    return true;
+}
+
+static mm_status layout_copy(const mm_molset *src, mm_molset *dst)
+{
+    mm_molset_opts o = {src->modalities, src->image_h, src->image_w, src->n_tasks,
+                        (const char *const *)src->task_names};
+    return mm_molset_init(dst, &o);
+}
+
+mm_status mm_dataset_spool_create(const char *path, const mm_molset *layout, mm_dataset_spool **out)
+{
+    MM_CHECK_ARG(path && layout && out, "mm_dataset_spool_create: NULL argument");
+    *out = NULL;
+    mm_dataset_spool *s = mm_calloc(1, sizeof *s);
+    if (!s) return MM_ERR(MM_ERR_NOMEM, "out of memory for the spool of %s", path);
+    s->fd = -1;
+    mm_status st = MM_OK;
+    s->path = mm_ds_strdup(path);
+    if (!s->path) {
+        st = MM_ERR(MM_ERR_NOMEM, "out of memory for the spool of %s", path);
+        goto done;
+    }
+    MM_CALL_GOTO(st, layout_copy(layout, &s->layout), done);
+    s->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (s->fd < 0) {
+        st = MM_ERR(MM_ERR_IO, "cannot create the spool file %s: %s", path, strerror(errno));
+        mm_error_hint("the molecules wait there until the dataset is written: the directory must be writable");
+        goto done;
+    }
+    unlink(path); /* the data stays reachable through fd; nothing is left behind, even after a crash */
+done:
+    if (st != MM_OK) {
+        mm_dataset_spool_free(&s);
+        return st;
+    }
+    *out = s;
+    return MM_OK;
+}
+
+void mm_dataset_spool_free(mm_dataset_spool **sp)
+{
+    if (!sp || !*sp) return;
+    mm_dataset_spool *s = *sp;
+    if (s->fd >= 0) close(s->fd);
+    mm_molset_free(&s->layout);
+    if (s->ix) mm_free_sized(s->ix, (size_t)s->cap_ix * sizeof *s->ix);
+    mm_ds_strfree(&s->path);
+    mm_free_sized(s, sizeof *s);
+    *sp = NULL;
+}
+
+static mm_status write_all(const mm_dataset_spool *s, const void *buf, int64_t bytes, int64_t pos)
+{
+    const char *p = buf;
+    while (bytes > 0) {
+        size_t want = bytes > ((int64_t)1 << 30) ? (size_t)1 << 30 : (size_t)bytes;
+        ssize_t got = pwrite(s->fd, p, want, (off_t)pos);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            mm_status e = MM_ERR(MM_ERR_IO, "cannot write the spool file %s (deleted while open): %s", s->path,
+                                 got < 0 ? strerror(errno) : "no progress");
+            mm_error_hint("is the disk of the output full? the spool needs about the size of the dataset");
+            return e;
+        }
+        p += got;
+        pos += got;
+        bytes -= got;
+    }
+    return MM_OK;
+}
+
+static mm_status read_all(const mm_dataset_spool *s, void *buf, int64_t bytes, int64_t pos)
+{
+    char *p = buf;
+    while (bytes > 0) {
+        size_t want = bytes > ((int64_t)1 << 30) ? (size_t)1 << 30 : (size_t)bytes;
+        ssize_t got = pread(s->fd, p, want, (off_t)pos);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0)
+            return MM_ERR(MM_ERR_IO, "cannot read back the spool file %s (deleted while open): %s", s->path,
+                          got < 0 ? strerror(errno) : "it is shorter than what was written");
+        p += got;
+        pos += got;
+        bytes -= got;
+    }
+    return MM_OK;
+}
+
+mm_status mm_dataset_spool_append(mm_dataset_spool *s, const mm_molset *chunk)
+{
+    MM_CHECK_ARG(s && chunk && s->fd >= 0, "mm_dataset_spool_append: NULL argument");
+    if (!same_layout(&s->layout, chunk))
+        return MM_ERR(MM_ERR_ARG, "spool %s: a chunk with another layout (modalities, image size or tasks)", s->path);
+    if (mm_molset_validate(chunk) != MM_OK) {
+        char why[600];
+        snprintf(why, sizeof why, "%s", mm_error_message());
+        return MM_ERR(MM_ERR_ARG, "spool %s: %s", s->path, why);
+    }
+    if (chunk->n == 0 && chunk->n_rejects == 0) return MM_OK;
+    if (s->n_ix == s->cap_ix) {
+        int64_t cap = s->cap_ix ? 2 * s->cap_ix : 64;
+        chunk_ix *ix = mm_malloc((size_t)cap * sizeof *ix);
+        if (!ix) return MM_ERR(MM_ERR_NOMEM, "out of memory for the index of the spool %s", s->path);
+        if (s->ix) {
+            memcpy(ix, s->ix, (size_t)s->n_ix * sizeof *ix);
+            mm_free_sized(s->ix, (size_t)s->cap_ix * sizeof *s->ix);
+        }
+        s->ix = ix;
+        s->cap_ix = cap;
+    }
+    chunk_ix c = chunk_of(chunk);
+    c.pos = s->end;
+    for (int k = 0; k < K_COLS; k++) {
+        int64_t bytes = col_rows(&s->layout, &c, k) * (int64_t)col_row_bytes(&s->layout, k);
+        if (bytes == 0) continue;
+        MM_CALL(write_all(s, col_ptr(chunk, k), bytes, col_pos(s, &c, k)));
+    }
+    s->end = col_pos(s, &c, K_COLS);
+    s->ix[s->n_ix++] = c;
+    return MM_OK;
+}
+
+/* ---------------------------------------------------------------- writer state */
+
 /* Per-rank facts exchanged in phase 2. */
 enum {
     I_N, I_A, I_B, I_R, I_MOD, I_H, I_W, I_T, I_TASKHASH,
-    I_SMILES_BYTES, I_SCAF_BYTES, I_RSMILES_BYTES, I_RREASON_BYTES, I_LEN
+    I_SMILES_BYTES, I_SCAF_BYTES, I_RSMILES_BYTES, I_RREASON_BYTES,
+    I_MAX_SMILES, I_MAX_SCAF, I_MAX_RROW, I_MAX_RSMILES, I_MAX_RREASON, /* largest chunk of each */
+    I_LEN
 };
 
 #define MSG_CHUNK ((int64_t)1 << 30) /* bytes per MPI message: always fits an int */
@@ -35,7 +285,11 @@ enum { TAG_TOKEN = 101, TAG_DATA = 102 };
 
 typedef struct writer {
     const char *path;
-    const mm_molset *ms;
+    const mm_dataset_spool *sp;
+    const mm_molset *ms;      /* sp->layout: modalities, image size, tasks */
+    const chunk_ix *ix;       /* [n_ix] the spool's chunks, or one empty chunk */
+    int64_t n_ix;
+    chunk_ix empty;
     const mm_dataset_meta *meta;
     bool mpi;
     mm_dist d;
@@ -44,8 +298,8 @@ typedef struct writer {
     int64_t *info;            /* [size, I_LEN] */
     int64_t N, A, B, R;       /* global counts */
     int64_t n0, a0, b0;       /* this rank's first molecule, atom, bond */
-    int64_t *atom_off;        /* [n+1] rebased to global */
-    int64_t *bond_off;        /* [n+1] */
+    char *scratch;            /* [cap_scratch] a block read back from the spool */
+    size_t cap_scratch;
 } writer;
 
 #define W_MPI(expr)                                                                     \
@@ -71,38 +325,68 @@ static uint64_t task_hash(const mm_molset *ms)
 
 static int64_t info_of(const writer *w, int r, int k) { return w->info[(size_t)r * I_LEN + k]; }
 
+static mm_status reserve_scratch(writer *w, size_t bytes)
+{
+    if (bytes <= w->cap_scratch) return MM_OK;
+    if (w->scratch) mm_free_sized(w->scratch, w->cap_scratch);
+    w->cap_scratch = 0;
+    w->scratch = mm_malloc(bytes);
+    if (!w->scratch) return MM_ERR(MM_ERR_NOMEM, "mm_dataset_write %s: cannot allocate %zu bytes", w->path, bytes);
+    w->cap_scratch = bytes;
+    return MM_OK;
+}
+
+/* Rows [first, first + cnt) of column k of chunk c: a pointer into the caller's set,
+ * or into the scratch block read back from the spool. */
+static mm_status fetch(writer *w, int k, int64_t c, int64_t first, int64_t cnt, const char **out)
+{
+    size_t rb = col_row_bytes(w->ms, k);
+    if (w->sp->mem) {
+        *out = (const char *)col_ptr(w->sp->mem, k) + (size_t)first * rb;
+        return MM_OK;
+    }
+    MM_CALL(reserve_scratch(w, (size_t)cnt * rb));
+    MM_CALL(read_all(w->sp, w->scratch, cnt * (int64_t)rb, col_pos(w->sp, &w->ix[c], k) + first * (int64_t)rb));
+    *out = w->scratch;
+    return MM_OK;
+}
+
 /* ---------------------------------------------------------------- phase 1-2 */
 
 static mm_status local_prepare(writer *w, int64_t mine[I_LEN])
 {
     const mm_molset *ms = w->ms;
-    MM_CHECK_ARG(ms && w->meta && w->path && w->path[0], "mm_dataset_write: NULL argument");
+    MM_CHECK_ARG(w->meta && w->path && w->path[0], "mm_dataset_write: NULL argument");
     MM_CHECK_ARG(w->meta->featurizer && w->meta->source,
                  "mm_dataset_write %s: meta.featurizer and meta.source are required", w->path);
-    if (mm_molset_validate(ms) != MM_OK) {
+    if (w->sp->mem && mm_molset_validate(w->sp->mem) != MM_OK) { /* a spool's chunks were validated when appended */
         char why[600];
         snprintf(why, sizeof why, "%s", mm_error_message());
         return MM_ERR(MM_ERR_ARG, "mm_dataset_write %s: %s", w->path, why);
     }
-    mine[I_N] = ms->n;
-    mine[I_A] = ms->n_atoms;
-    mine[I_B] = ms->n_bonds;
-    mine[I_R] = ms->n_rejects;
+    memset(mine, 0, I_LEN * sizeof *mine);
+    for (int64_t c = 0; c < w->n_ix; c++) {
+        const chunk_ix *x = &w->ix[c];
+        mine[I_N] += x->n;
+        mine[I_A] += x->atoms;
+        mine[I_B] += x->bonds;
+        mine[I_R] += x->rejects;
+        mine[I_SMILES_BYTES] += x->bytes[S_SMILES];
+        mine[I_SCAF_BYTES] += col_rows(ms, x, K_SCAFFOLD);
+        mine[I_RSMILES_BYTES] += x->bytes[S_REJ_SMILES];
+        mine[I_RREASON_BYTES] += x->bytes[S_REJ_REASON];
+        const int64_t piece[5] = {x->bytes[S_SMILES], col_rows(ms, x, K_SCAFFOLD), x->rejects * (int64_t)sizeof(int64_t),
+                                  x->bytes[S_REJ_SMILES], x->bytes[S_REJ_REASON]};
+        for (int j = 0; j < 5; j++)
+            if (piece[j] > mine[I_MAX_SMILES + j]) mine[I_MAX_SMILES + j] = piece[j];
+    }
     mine[I_MOD] = ms->modalities;
     mine[I_H] = ms->image_h;
     mine[I_W] = ms->image_w;
     mine[I_T] = ms->n_tasks;
     mine[I_TASKHASH] = (int64_t)(task_hash(ms) >> 1);
-    mine[I_SMILES_BYTES] = ms->smiles.nbytes;
-    mine[I_SCAF_BYTES] = (ms->modalities & MM_MOD_SCAFFOLD) ? ms->scaffold.nbytes : 0;
-    mine[I_RSMILES_BYTES] = ms->reject_smiles.nbytes;
-    mine[I_RREASON_BYTES] = ms->reject_reason.nbytes;
-    size_t ob = (size_t)(ms->n + 1) * sizeof(int64_t);
-    w->atom_off = mm_malloc(ob);
-    w->bond_off = mm_malloc(ob);
     w->info = mm_calloc((size_t)w->size, I_LEN * sizeof(int64_t));
-    if (!w->atom_off || !w->bond_off || !w->info)
-        return MM_ERR(MM_ERR_NOMEM, "mm_dataset_write %s: cannot allocate the offsets", w->path);
+    if (!w->info) return MM_ERR(MM_ERR_NOMEM, "mm_dataset_write %s: cannot allocate the counts", w->path);
     return MM_OK;
 }
 
@@ -137,26 +421,87 @@ static mm_status check_global(writer *w)
     double lab = (double)w->N * ms->n_tasks * 4.0;
     if (img > 9.0e18 || lab > 9.0e18 || (double)w->A * 12.0 > 9.0e18)
         return MM_ERR(MM_ERR_RANGE, "mm_dataset_write %s: dataset sizes overflow", w->path);
-    for (int64_t i = 0; i <= ms->n; i++) {
-        w->atom_off[i] = ms->atom_offset[i] + w->a0;
-        w->bond_off[i] = ms->bond_offset[i] + w->b0;
-    }
     return MM_OK;
 }
 
 /* ---------------------------------------------------------------- phase 3 */
+
+/* A creation property list of class `cls` without object times: HDF5 stamps every
+ * object with the second it was made by default, so two runs over the same molecules
+ * would differ in those bytes alone. Without them the file is a function of its content. */
+static hid_t untimed(hid_t cls)
+{
+    hid_t pl = H5Pcreate(cls);
+    if (pl >= 0 && H5Pset_obj_track_times(pl, false) < 0) mm_h5_close_plist(&pl);
+    return pl;
+}
 
 typedef struct part {
     const char *name;       /* path in the file */
     hid_t ftype, mtype;
     int ndim;
     hsize_t dims[4];        /* global shape; dims[0] rows */
-    const void *buf;        /* this rank's rows, row-major */
-    int64_t row0, rows;     /* placed at global rows [row0, row0 + rows) */
-    int64_t max_rows;       /* largest `rows` of any rank: fixes the number of rounds */
+    int col;                /* K_*: where this rank's rows come from */
+    int64_t row0;           /* this rank's first global row */
+    int offsets;            /* 0; or 1/2: atom/bond offsets, rebased to global (the last rank also
+                               writes the closing value A or B) */
+    int64_t blocks;         /* this rank's blocks, then (after the agreement) the number of rounds */
 } part;
 
-static mm_status write_part(const writer *w, hid_t file, hid_t dcpl, hid_t dxpl, const part *p)
+/* Rows of part p in chunk c; the closing offset belongs to the last chunk of the last rank. */
+static int64_t part_rows(const writer *w, const part *p, int64_t c)
+{
+    int64_t rows = col_rows(w->ms, &w->ix[c], p->col);
+    if (p->offsets && w->rank == w->size - 1 && c == w->n_ix - 1) rows++;
+    return rows;
+}
+
+static int64_t part_per_round(const part *p)
+{
+    size_t row_elems = 1;
+    for (int k = 1; k < p->ndim; k++) row_elems *= p->dims[k];
+    size_t row_bytes = row_elems * H5Tget_size(p->mtype);
+    int64_t per_round = (int64_t)(io_block_bytes / (row_bytes ? row_bytes : 1));
+    return per_round < 1 ? 1 : per_round;
+}
+
+static int64_t part_blocks(const writer *w, const part *p)
+{
+    int64_t per_round = part_per_round(p), blocks = 0;
+    for (int64_t c = 0; c < w->n_ix; c++) blocks += (part_rows(w, p, c) + per_round - 1) / per_round;
+    return blocks;
+}
+
+/* The block of rows [first, first + cnt) of chunk c of part p, ready to write: offsets
+ * rebased to global (base = the rank's first atom/bond plus those of earlier chunks). */
+static mm_status part_block(writer *w, const part *p, int64_t c, int64_t first, int64_t cnt, int64_t base,
+                            const void **out)
+{
+    if (!p->offsets) {
+        const char *src = NULL;
+        MM_CALL(fetch(w, p->col, c, first, cnt, &src));
+        *out = src;
+        return MM_OK;
+    }
+    const chunk_ix *x = &w->ix[c];
+    int64_t stored = cnt, closing = p->offsets == 1 ? x->atoms : x->bonds;
+    if (first + stored > x->n) stored = x->n - first; /* the closing value is not stored */
+    /* rebased in the scratch (the caller's set is const); reserved first, so that the
+     * spool's rows read into it stay */
+    MM_CALL(reserve_scratch(w, (size_t)cnt * sizeof(int64_t)));
+    const char *src = NULL;
+    if (stored > 0) MM_CALL(fetch(w, p->col, c, first, stored, &src));
+    int64_t *dst = (int64_t *)w->scratch;
+    if (stored > 0 && src != w->scratch) memcpy(dst, src, (size_t)stored * sizeof(int64_t));
+    for (int64_t i = stored; i < cnt; i++) dst[i] = closing;
+    for (int64_t i = 0; i < cnt; i++) dst[i] += base;
+    *out = dst;
+    return MM_OK;
+}
+
+/* Creates dataset p and writes this rank's rows in p->blocks collective rounds. A failure
+ * to read the spool is kept in *read_st while the rounds go on (selecting none). */
+static mm_status write_part(writer *w, hid_t file, hid_t dcpl, hid_t dxpl, const part *p, mm_status *read_st)
 {
     mm_status st = MM_OK;
     hid_t space = H5I_INVALID_HID, dset = H5I_INVALID_HID, fsel = H5I_INVALID_HID, msp = H5I_INVALID_HID;
@@ -170,21 +515,31 @@ static mm_status write_part(const writer *w, hid_t file, hid_t dcpl, hid_t dxpl,
         st = MM_H5ERR(MM_ERR_IO, "%s: cannot create dataset %s", w->tmp, p->name);
         goto done;
     }
-    size_t row_elems = 1;
-    for (int k = 1; k < p->ndim; k++) row_elems *= p->dims[k];
-    size_t row_bytes = row_elems * H5Tget_size(p->mtype);
-    int64_t per_round = (int64_t)(io_block_bytes / (row_bytes ? row_bytes : 1));
-    if (per_round < 1) per_round = 1;
-    int64_t rounds = (p->max_rows + per_round - 1) / per_round;
-    for (int64_t k = 0; k < rounds; k++) {
-        int64_t first = k * per_round;
-        int64_t cnt = p->rows - first;
-        if (cnt > per_round) cnt = per_round;
-        if (cnt < 0) cnt = 0;
+    const int64_t per_round = part_per_round(p);
+    int64_t c = 0, first = 0, row = p->row0; /* next block: chunk c from its row `first`, global row `row` */
+    int64_t base = p->offsets == 1 ? w->a0 : w->b0;
+    for (int64_t k = 0; k < p->blocks; k++) {
+        while (c < w->n_ix && first >= part_rows(w, p, c)) {
+            if (p->offsets) base += p->offsets == 1 ? w->ix[c].atoms : w->ix[c].bonds;
+            c++;
+            first = 0;
+        }
+        int64_t cnt = 0;
+        const void *src = NULL;
+        if (c < w->n_ix && *read_st == MM_OK) {
+            cnt = part_rows(w, p, c) - first;
+            if (cnt > per_round) cnt = per_round;
+            mm_status rs = part_block(w, p, c, first, cnt, base, &src);
+            if (rs != MM_OK) {
+                mm_error_push(__FILE__, __LINE__, __func__);
+                *read_st = rs;
+                cnt = 0;
+            }
+        }
         fsel = H5Dget_space(dset);
         hsize_t start[4] = {0, 0, 0, 0}, count[4];
         memcpy(count, p->dims, sizeof count);
-        start[0] = (hsize_t)(p->row0 + first);
+        start[0] = (hsize_t)row;
         count[0] = (hsize_t)cnt;
         herr_t e;
         if (cnt > 0) {
@@ -196,15 +551,16 @@ static mm_status write_part(const writer *w, hid_t file, hid_t dcpl, hid_t dxpl,
             msp = H5Screate_simple(p->ndim, one, NULL);
             e = fsel < 0 || msp < 0 ? -1 : (H5Sselect_none(fsel) < 0 ? -1 : H5Sselect_none(msp));
         }
-        const char *src = (const char *)p->buf + (size_t)first * row_bytes;
         static const char empty[8];
-        if (e < 0 || H5Dwrite(dset, p->mtype, msp, fsel, dxpl, cnt > 0 ? (const void *)src : empty) < 0) {
+        if (e < 0 || H5Dwrite(dset, p->mtype, msp, fsel, dxpl, cnt > 0 ? src : (const void *)empty) < 0) {
             st = MM_H5ERR(MM_ERR_IO, "%s: cannot write dataset %s (rows %lld..%lld)", w->tmp, p->name,
-                          (long long)(p->row0 + first), (long long)(p->row0 + first + cnt));
+                          (long long)row, (long long)(row + cnt));
             goto done;
         }
         mm_h5_close_space(&fsel);
         mm_h5_close_space(&msp);
+        first += cnt;
+        row += cnt;
     }
 done:
     mm_h5_close_space(&fsel);
@@ -215,26 +571,43 @@ done:
     return st;
 }
 
-static int64_t max_over_ranks(const writer *w, int k, bool plus_one_on_last)
-{
-    int64_t m = 0;
-    for (int r = 0; r < w->size; r++) {
-        int64_t v = info_of(w, r, k) + (plus_one_on_last && r == w->size - 1 ? 1 : 0);
-        if (v > m) m = v;
-    }
-    return m;
-}
-
 static mm_status write_numeric(writer *w)
 {
-    mm_status st = MM_OK;
+    mm_status st = MM_OK, read_st = MM_OK;
     const mm_molset *ms = w->ms;
+    const hsize_t N = (hsize_t)w->N, A = (hsize_t)w->A, B = (hsize_t)w->B;
+    part parts[16];
+    int np = 0;
+    parts[np++] = (part){"source_row", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N}, K_SOURCE_ROW, w->n0, 0, 0};
+    parts[np++] = (part){"atom_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, K_ATOM_OFF, w->n0, 1, 0};
+    parts[np++] = (part){"atom_feat", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {A, MM_DS_ATOM_FEATS}, K_ATOM_FEAT, w->a0, 0, 0};
+    parts[np++] = (part){"bond_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, K_BOND_OFF, w->n0, 2, 0};
+    parts[np++] = (part){"bond_index", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, {B, 2}, K_BOND_INDEX, w->b0, 0, 0};
+    parts[np++] = (part){"bond_feat", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {B, MM_DS_BOND_FEATS}, K_BOND_FEAT, w->b0, 0, 0};
+    if (ms->modalities & MM_MOD_CONFORMER) {
+        parts[np++] = (part){"conformer/xyz", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, {A, 3}, K_XYZ, w->a0, 0, 0};
+        parts[np++] = (part){"conformer/ok", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, {N}, K_CONF_OK, w->n0, 0, 0};
+    }
+    if (ms->modalities & MM_MOD_IMAGE)
+        parts[np++] = (part){"image", H5T_STD_U8LE, H5T_NATIVE_UINT8, 4,
+                             {N, MM_DS_IMAGE_CHANNELS, (hsize_t)ms->image_h, (hsize_t)ms->image_w}, K_IMAGE, w->n0, 0, 0};
+    if (ms->modalities & MM_MOD_FINGERPRINT)
+        parts[np++] = (part){"fingerprint", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {N, MM_DS_FP_BYTES}, K_FP, w->n0, 0, 0};
+    if (ms->modalities & MM_MOD_LABELS)
+        parts[np++] = (part){"labels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, {N, (hsize_t)ms->n_tasks}, K_LABELS, w->n0, 0, 0};
+    /* rounds per dataset: the most blocks of any rank (the same parts on every rank) */
+    int64_t blocks[16];
+    for (int i = 0; i < np; i++) blocks[i] = part_blocks(w, &parts[i]);
+    if (w->mpi) MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, blocks, np, MPI_INT64_T, MPI_MAX, w->d.comm));
+    for (int i = 0; i < np; i++) parts[i].blocks = blocks[i];
+
     hid_t fapl = H5I_INVALID_HID, file = H5I_INVALID_HID, dxpl = H5I_INVALID_HID;
     hid_t dcpl = H5I_INVALID_HID, grp = H5I_INVALID_HID;
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     dxpl = H5Pcreate(H5P_DATASET_XFER);
     dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    if (fapl < 0 || dxpl < 0 || dcpl < 0 || H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0) {
+    if (fapl < 0 || dxpl < 0 || dcpl < 0 || H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 ||
+        H5Pset_obj_track_times(dcpl, false) < 0) {
         st = MM_H5ERR(MM_ERR_INTERNAL, "%s: cannot make HDF5 property lists", w->path);
         goto done;
     }
@@ -249,39 +622,16 @@ static mm_status write_numeric(writer *w)
         st = MM_H5ERR(MM_ERR_IO, "cannot create %s (temporary file of %s)", w->tmp, w->path);
         goto done;
     }
-    const int64_t n = ms->n, last = w->rank == w->size - 1;
-    const int64_t mxn = max_over_ranks(w, I_N, false), mxa = max_over_ranks(w, I_A, false);
-    const int64_t mxb = max_over_ranks(w, I_B, false), mxo = max_over_ranks(w, I_N, true);
-    const hsize_t N = (hsize_t)w->N, A = (hsize_t)w->A, B = (hsize_t)w->B;
-    part parts[16];
-    int np = 0;
-    parts[np++] = (part){"source_row", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N}, ms->source_row, w->n0, n, mxn};
-    /* the last rank also writes the closing offset (A or B) */
-    parts[np++] = (part){"atom_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, w->atom_off, w->n0, n + last, mxo};
-    parts[np++] = (part){"atom_feat", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {A, MM_DS_ATOM_FEATS}, ms->atom_feat, w->a0, ms->n_atoms, mxa};
-    parts[np++] = (part){"bond_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, w->bond_off, w->n0, n + last, mxo};
-    parts[np++] = (part){"bond_index", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, {B, 2}, ms->bond_index, w->b0, ms->n_bonds, mxb};
-    parts[np++] = (part){"bond_feat", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {B, MM_DS_BOND_FEATS}, ms->bond_feat, w->b0, ms->n_bonds, mxb};
-    if (ms->modalities & MM_MOD_CONFORMER) {
-        grp = H5Gcreate2(file, "conformer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (ms->modalities & MM_MOD_CONFORMER) { /* created before the datasets: the file's layout depends on it */
+        hid_t gcpl = untimed(H5P_GROUP_CREATE);
+        grp = gcpl < 0 ? H5I_INVALID_HID : H5Gcreate2(file, "conformer", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        mm_h5_close_plist(&gcpl);
         if (grp < 0) {
             st = MM_H5ERR(MM_ERR_IO, "%s: cannot create group /conformer", w->tmp);
             goto done;
         }
-        parts[np++] = (part){"conformer/xyz", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, {A, 3}, ms->xyz, w->a0, ms->n_atoms, mxa};
-        parts[np++] = (part){"conformer/ok", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, {N}, ms->conf_ok, w->n0, n, mxn};
     }
-    if (ms->modalities & MM_MOD_IMAGE)
-        parts[np++] = (part){"image", H5T_STD_U8LE, H5T_NATIVE_UINT8, 4,
-                             {N, MM_DS_IMAGE_CHANNELS, (hsize_t)ms->image_h, (hsize_t)ms->image_w},
-                             ms->image, w->n0, n, mxn};
-    if (ms->modalities & MM_MOD_FINGERPRINT)
-        parts[np++] = (part){"fingerprint", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {N, MM_DS_FP_BYTES},
-                             ms->fingerprint, w->n0, n, mxn};
-    if (ms->modalities & MM_MOD_LABELS)
-        parts[np++] = (part){"labels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, {N, (hsize_t)ms->n_tasks},
-                             ms->labels, w->n0, n, mxn};
-    for (int i = 0; i < np; i++) MM_CALL_GOTO(st, write_part(w, file, dcpl, dxpl, &parts[i]), done);
+    for (int i = 0; i < np; i++) MM_CALL_GOTO(st, write_part(w, file, dcpl, dxpl, &parts[i], &read_st), done);
 done:
     mm_h5_close_group(&grp);
     if (file >= 0 && H5Fclose(file) < 0 && st == MM_OK)
@@ -289,19 +639,21 @@ done:
     mm_h5_close_plist(&fapl);
     mm_h5_close_plist(&dxpl);
     mm_h5_close_plist(&dcpl);
+    if (st == MM_OK) st = read_st;
     if (st != MM_OK) mm_error_push(__FILE__, __LINE__, __func__);
     return st;
 }
 
 /* ---------------------------------------------------------------- phase 4 */
 
-/* One block of data rank 0 writes in the serial phase, one piece per rank. */
+/* One block of data rank 0 writes in the serial phase, one piece per chunk of each rank. */
 typedef struct column {
     const char *name;
     bool is_string;           /* NUL-terminated strings; else int64 rows */
     int count_key;            /* I_N or I_R: rows per rank */
     int bytes_key;            /* bytes per rank (strings); -1 for int64 rows */
-    const void *local;        /* this rank's bytes */
+    int max_key;              /* largest piece of a rank */
+    int col;                  /* K_* */
 } column;
 
 static mm_status send_bytes(const writer *w, const void *buf, int64_t bytes)
@@ -331,20 +683,34 @@ static int64_t column_bytes(const writer *w, const column *c, int r)
     return c->is_string ? info_of(w, r, c->bytes_key) : info_of(w, r, c->count_key) * (int64_t)sizeof(int64_t);
 }
 
-/* Non-root ranks: wait for rank 0's token, then send (token 0 = rank 0 failed, skip). */
-static mm_status serve_column(const writer *w, const column *c)
+/* Rows of column c in chunk k (molecules or rejects). */
+static int64_t piece_rows(const column *c, const chunk_ix *x) { return c->count_key == I_N ? x->n : x->rejects; }
+
+/* Non-root ranks: wait for rank 0's token, then send each chunk's piece as (rows, bytes)
+ * and the bytes (token 0 = rank 0 failed, skip). A spool that cannot be read sends
+ * empty pieces, so that rank 0 is never left waiting; the failure is returned. */
+static mm_status serve_column(writer *w, const column *c)
 {
-    mm_status st = MM_OK;
-    int64_t bytes = column_bytes(w, c, w->rank);
-    if (bytes == 0) return MM_OK;
+    mm_status st = MM_OK, read_st = MM_OK;
+    if (column_bytes(w, c, w->rank) == 0) return MM_OK;
     int go = 0;
     W_MPI(MPI_Recv(&go, 1, MPI_INT, 0, TAG_TOKEN, w->d.comm, MPI_STATUS_IGNORE));
-    if (go) MM_CALL_GOTO(st, send_bytes(w, c->local, bytes), done);
+    if (!go) goto done;
+    for (int64_t k = 0; k < w->n_ix && read_st == MM_OK; k++) {
+        int64_t rows = piece_rows(c, &w->ix[k]), n_col = col_rows(w->ms, &w->ix[k], c->col);
+        int64_t bytes = n_col * (int64_t)col_row_bytes(w->ms, c->col);
+        if (rows == 0) continue;
+        const char *src = NULL;
+        read_st = fetch(w, c->col, k, 0, n_col, &src);
+        int64_t head[2] = {rows, read_st == MM_OK ? bytes : -1}; /* -1: rank 0 stops listening */
+        W_MPI(MPI_Send(head, 2, MPI_INT64_T, 0, TAG_DATA, w->d.comm));
+        if (read_st == MM_OK) MM_CALL_GOTO(st, send_bytes(w, src, bytes), done);
+    }
 done:
-    return st;
+    return st != MM_OK ? st : read_st;
 }
 
-/* Rank 0: write rank r's rows [row0, row0 + cnt) of column c from buf. */
+/* Rank 0: write rows [row0, row0 + cnt) of column c from buf. */
 static mm_status write_piece(const writer *w, hid_t dset, hid_t mtype, const column *c, const char *buf,
                              int64_t bytes, int64_t row0, int64_t cnt)
 {
@@ -384,8 +750,68 @@ done:
     return st;
 }
 
-/* Rank 0: create column c and fill it rank by rank. Keeps every rank's protocol going
- * after a failure (token 0), so no rank waits forever; returns the first failure. */
+/* Rank 0 writes a column in blocks of STR_BLOCK_ROWS rows of the file, whatever the
+ * ranks and chunks the rows came from: HDF5 numbers the variable-length strings in its
+ * global heap in an order that depends on how they were grouped into H5Dwrite calls, so
+ * the same grouping is what keeps the file's bytes independent of rank count and chunk
+ * size. */
+#define STR_BLOCK_ROWS ((int64_t)16384)
+
+typedef struct block {
+    char *buf;                /* [cap] rows of the block: strings back to back, or int64 */
+    size_t cap, used;
+    int64_t rows, row0;       /* rows held; the block's first row in the file */
+} block;
+
+static mm_status block_flush(const writer *w, hid_t dset, hid_t mtype, const column *c, block *b)
+{
+    if (b->rows == 0) return MM_OK;
+    MM_CALL(write_piece(w, dset, mtype, c, b->buf, (int64_t)b->used, b->row0, b->rows));
+    b->row0 += b->rows;
+    b->rows = 0;
+    b->used = 0;
+    return MM_OK;
+}
+
+/* Appends a piece of `rows` rows (`bytes` bytes) to the block, writing every full block. */
+static mm_status block_add(const writer *w, hid_t dset, hid_t mtype, const column *c, block *b, const char *piece,
+                           int64_t bytes, int64_t rows)
+{
+    int64_t pos = 0;
+    while (rows > 0) {
+        int64_t take = STR_BLOCK_ROWS - b->rows < rows ? STR_BLOCK_ROWS - b->rows : rows, span = 0;
+        if (!c->is_string) {
+            span = take * (int64_t)sizeof(int64_t);
+        } else {
+            for (int64_t i = 0; i < take; i++) {
+                const char *z = pos + span < bytes ? memchr(piece + pos + span, '\0', (size_t)(bytes - pos - span)) : NULL;
+                if (!z) return MM_ERR(MM_ERR_INTERNAL, "%s: %s: fewer strings than rows", w->path, c->name);
+                span = z - (piece + pos) + 1;
+            }
+        }
+        if (pos + span > bytes) return MM_ERR(MM_ERR_INTERNAL, "%s: %s: fewer bytes than rows", w->path, c->name);
+        if (b->used + (size_t)span > b->cap) {
+            size_t cap = 2 * (b->used + (size_t)span);
+            char *nb = mm_malloc(cap);
+            if (!nb) return MM_ERR(MM_ERR_NOMEM, "%s: cannot allocate %zu bytes for %s", w->path, cap, c->name);
+            if (b->used) memcpy(nb, b->buf, b->used);
+            if (b->buf) mm_free_sized(b->buf, b->cap);
+            b->buf = nb;
+            b->cap = cap;
+        }
+        memcpy(b->buf + b->used, piece + pos, (size_t)span);
+        b->used += (size_t)span;
+        b->rows += take;
+        pos += span;
+        rows -= take;
+        if (b->rows == STR_BLOCK_ROWS) MM_CALL(block_flush(w, dset, mtype, c, b));
+    }
+    return MM_OK;
+}
+
+/* Rank 0: create column c and fill it rank by rank, chunk by chunk. Keeps every rank's
+ * protocol going after a failure (token 0, or receiving what was announced), so no rank
+ * waits forever; returns the first failure. */
 static mm_status gather_column(writer *w, hid_t file, const column *c, mm_status st)
 {
     hid_t type = H5I_INVALID_HID, space = H5I_INVALID_HID, dset = H5I_INVALID_HID;
@@ -395,35 +821,59 @@ static mm_status gather_column(writer *w, hid_t file, const column *c, mm_status
         type = c->is_string ? mm_h5_vlstr_type() : H5Tcopy(H5T_STD_I64LE);
         hsize_t d = (hsize_t)total;
         space = H5Screate_simple(1, &d, NULL);
-        if (type >= 0 && space >= 0) dset = H5Dcreate2(file, c->name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t dcpl = untimed(H5P_DATASET_CREATE);
+        if (type >= 0 && space >= 0 && dcpl >= 0) dset = H5Dcreate2(file, c->name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        mm_h5_close_plist(&dcpl);
         if (dset < 0) st = MM_H5ERR(MM_ERR_IO, "%s: cannot create dataset %s", w->tmp, c->name);
     }
     hid_t mtype = c->is_string ? type : H5T_NATIVE_INT64;
-    int64_t row0 = 0;
+    const size_t rb = col_row_bytes(w->ms, c->col);
+    block blk = {NULL, 0, 0, 0, 0};
     for (int r = 0; r < w->size; r++) {
-        int64_t cnt = info_of(w, r, c->count_key), bytes = column_bytes(w, c, r);
-        if (bytes > 0) {
-            const char *buf = c->local;
-            char *got = NULL;
-            if (r != 0) {
-                if (st == MM_OK && (uint64_t)bytes <= SIZE_MAX) {
-                    got = mm_malloc((size_t)bytes);
-                    if (!got) st = MM_ERR(MM_ERR_NOMEM, "%s: cannot allocate %lld bytes of %s from rank %d",
-                                          w->path, (long long)bytes, c->name, r);
-                }
-                int go = got != NULL;
-                int rc = MPI_Send(&go, 1, MPI_INT, r, TAG_TOKEN, w->d.comm);
-                mm_status mst = MM_OK;
-                if (rc != MPI_SUCCESS) mst = mm_error_mpi(rc, "MPI_Send(token)", __FILE__, __LINE__, __func__);
-                else if (go) mst = recv_bytes(w, r, got, bytes);
-                if (mst != MM_OK && st == MM_OK) st = mst;
-                buf = got;
+        int64_t want = info_of(w, r, c->count_key), bytes = column_bytes(w, c, r);
+        if (bytes == 0) continue;
+        if (r == 0) {
+            for (int64_t k = 0; k < w->n_ix && st == MM_OK; k++) {
+                int64_t rows = piece_rows(c, &w->ix[k]), n_col = col_rows(w->ms, &w->ix[k], c->col);
+                if (rows == 0) continue;
+                const char *src = NULL;
+                st = fetch(w, c->col, k, 0, n_col, &src);
+                if (st == MM_OK) st = block_add(w, dset, mtype, c, &blk, src, n_col * (int64_t)rb, rows);
             }
-            if (st == MM_OK) st = write_piece(w, dset, mtype, c, buf, bytes, row0, cnt);
-            if (got) mm_free_sized(got, (size_t)bytes);
+            continue;
         }
-        row0 += cnt;
+        int64_t cap = info_of(w, r, c->max_key);
+        char *got = NULL;
+        if (st == MM_OK && (uint64_t)cap <= SIZE_MAX) {
+            got = mm_malloc((size_t)cap);
+            if (!got) st = MM_ERR(MM_ERR_NOMEM, "%s: cannot allocate %lld bytes of %s from rank %d",
+                                  w->path, (long long)cap, c->name, r);
+        }
+        int go = got != NULL;
+        int rc = MPI_Send(&go, 1, MPI_INT, r, TAG_TOKEN, w->d.comm);
+        mm_status mst = MM_OK;
+        if (rc != MPI_SUCCESS) mst = mm_error_mpi(rc, "MPI_Send(token)", __FILE__, __LINE__, __func__);
+        for (int64_t done_rows = 0; go && mst == MM_OK && done_rows < want;) {
+            int64_t head[2];
+            rc = MPI_Recv(head, 2, MPI_INT64_T, r, TAG_DATA, w->d.comm, MPI_STATUS_IGNORE);
+            if (rc != MPI_SUCCESS) {
+                mst = mm_error_mpi(rc, "MPI_Recv(piece)", __FILE__, __LINE__, __func__);
+            } else if (head[1] < 0) { /* rank r could not read its spool; it returns why */
+                mst = MM_ERR(MM_ERR_IO, "%s: rank %d could not read back its %s (see its message)", w->path, r, c->name);
+            } else if (head[0] <= 0 || head[1] > cap || done_rows + head[0] > want) {
+                mst = MM_ERR(MM_ERR_INTERNAL, "%s: rank %d sent a piece of %s that does not fit (%lld rows, %lld bytes)",
+                             w->path, r, c->name, (long long)head[0], (long long)head[1]);
+            } else {
+                mst = recv_bytes(w, r, got, head[1]);
+                if (mst == MM_OK && st == MM_OK) st = block_add(w, dset, mtype, c, &blk, got, head[1], head[0]);
+                done_rows += head[0];
+            }
+        }
+        if (mst != MM_OK && st == MM_OK) st = mst;
+        if (got) mm_free_sized(got, (size_t)cap);
     }
+    if (st == MM_OK) st = block_flush(w, dset, mtype, c, &blk);
+    if (blk.buf) mm_free_sized(blk.buf, blk.cap);
     mm_h5_close_dset(&dset);
     mm_h5_close_space(&space);
     mm_h5_close_type(&type);
@@ -460,11 +910,12 @@ static mm_status write_strings(writer *w, mm_status st)
     const mm_molset *ms = w->ms;
     column cols[5];
     int nc = 0;
-    cols[nc++] = (column){"smiles", true, I_N, I_SMILES_BYTES, ms->smiles.chars};
-    if (ms->modalities & MM_MOD_SCAFFOLD) cols[nc++] = (column){"scaffold", true, I_N, I_SCAF_BYTES, ms->scaffold.chars};
-    cols[nc++] = (column){"rejects/source_row", false, I_R, -1, ms->reject_row};
-    cols[nc++] = (column){"rejects/smiles", true, I_R, I_RSMILES_BYTES, ms->reject_smiles.chars};
-    cols[nc++] = (column){"rejects/reason", true, I_R, I_RREASON_BYTES, ms->reject_reason.chars};
+    cols[nc++] = (column){"smiles", true, I_N, I_SMILES_BYTES, I_MAX_SMILES, K_SMILES};
+    if (ms->modalities & MM_MOD_SCAFFOLD)
+        cols[nc++] = (column){"scaffold", true, I_N, I_SCAF_BYTES, I_MAX_SCAF, K_SCAFFOLD};
+    cols[nc++] = (column){"rejects/source_row", false, I_R, -1, I_MAX_RROW, K_REJ_ROW};
+    cols[nc++] = (column){"rejects/smiles", true, I_R, I_RSMILES_BYTES, I_MAX_RSMILES, K_REJ_SMILES};
+    cols[nc++] = (column){"rejects/reason", true, I_R, I_RREASON_BYTES, I_MAX_RREASON, K_REJ_REASON};
     if (w->rank != 0) {
         for (int i = 0; i < nc; i++) MM_CALL(serve_column(w, &cols[i]));
         return MM_OK;
@@ -475,7 +926,9 @@ static mm_status write_strings(writer *w, mm_status st)
         if (file < 0) st = MM_H5ERR(MM_ERR_IO, "cannot reopen %s to write its strings", w->tmp);
     }
     if (st == MM_OK) {
-        grp = H5Gcreate2(file, "rejects", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t gcpl = untimed(H5P_GROUP_CREATE);
+        grp = gcpl < 0 ? H5I_INVALID_HID : H5Gcreate2(file, "rejects", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        mm_h5_close_plist(&gcpl);
         if (grp < 0) st = MM_H5ERR(MM_ERR_IO, "%s: cannot create group /rejects", w->tmp);
     }
     for (int i = 0; i < nc; i++) st = gather_column(w, file, &cols[i], st);
@@ -489,13 +942,16 @@ static mm_status write_strings(writer *w, mm_status st)
 
 /* ---------------------------------------------------------------- driver */
 
-mm_status mm_dataset_write(const char *path, MPI_Comm comm, const mm_molset *local, const mm_dataset_meta *meta)
+static mm_status write_from(const char *path, MPI_Comm comm, const mm_dataset_spool *sp, const mm_dataset_meta *meta)
 {
     mm_h5_quiet();
     writer w;
     memset(&w, 0, sizeof w);
     w.path = path ? path : "(null)";
-    w.ms = local;
+    w.sp = sp;
+    w.ms = &sp->layout;
+    w.ix = sp->n_ix > 0 ? sp->ix : &w.empty; /* at least one chunk: the last rank's closing offsets */
+    w.n_ix = sp->n_ix > 0 ? sp->n_ix : 1;
     w.meta = meta;
     w.mpi = comm != MPI_COMM_NULL;
     w.size = 1;
@@ -565,10 +1021,45 @@ mm_status mm_dataset_write(const char *path, MPI_Comm comm, const mm_molset *loc
         st = MM_ERR((mm_status)code, "mm_dataset_write %s: rank 0 could not finish the file (see rank 0's error)", w.path);
 done:
     if (st != MM_OK && tmp_made && w.rank == 0) remove(w.tmp);
-    if (w.atom_off) mm_free_sized(w.atom_off, (size_t)(local->n + 1) * sizeof(int64_t));
-    if (w.bond_off) mm_free_sized(w.bond_off, (size_t)(local->n + 1) * sizeof(int64_t));
     if (w.info) mm_free_sized(w.info, (size_t)w.size * I_LEN * sizeof(int64_t));
+    if (w.scratch) mm_free_sized(w.scratch, w.cap_scratch);
     if (w.mpi) mm_dist_destroy(&w.d);
     if (st != MM_OK) mm_error_push(__FILE__, __LINE__, __func__);
     return st;
+}
+
+mm_status mm_dataset_write(const char *path, MPI_Comm comm, const mm_molset *local, const mm_dataset_meta *meta)
+{
+    if (!local) {
+        mm_status st = MM_ERR(MM_ERR_ARG, "mm_dataset_write: NULL argument");
+        if (comm != MPI_COMM_NULL) { /* the other ranks are in the writer's first agreement */
+            int code = (int)st, worst = code;
+            MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, comm);
+        }
+        return st;
+    }
+    /* the caller's set as a spool of one chunk that stays in memory (no copy) */
+    mm_dataset_spool view;
+    memset(&view, 0, sizeof view);
+    view.layout = *local;
+    view.mem = local;
+    view.fd = -1;
+    chunk_ix one = chunk_of(local);
+    view.ix = &one;
+    view.n_ix = 1;
+    return write_from(path, comm, &view, meta);
+}
+
+mm_status mm_dataset_write_spool(const char *path, MPI_Comm comm, const mm_dataset_spool *spool,
+                                 const mm_dataset_meta *meta)
+{
+    if (!spool || spool->fd < 0) {
+        mm_status st = MM_ERR(MM_ERR_ARG, "mm_dataset_write_spool: NULL spool");
+        if (comm != MPI_COMM_NULL) {
+            int code = (int)st, worst = code;
+            MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, comm);
+        }
+        return st;
+    }
+    return write_from(path, comm, spool, meta);
 }

@@ -6,10 +6,15 @@
  *     file; the count and the hash are broadcast;
  *  B. every rank featurises its block of rows (mm_dist_block) into a molecule set,
  *     rejecting rows with a reason, counting label cells that are not numbers, and
- *     keeping a few examples of each for the summary; rank 0 prints progress;
+ *     keeping a few examples of each for the summary; rank 0 prints progress. Every
+ *     output.chunk_molecules rows the set goes to the rank's spool (dataset.h, a file
+ *     next to the output, unlinked at creation) and is cleared, so that a rank holds at
+ *     most one chunk of featurised molecules whatever the size of its block;
  *  C. the debug PNGs of the first molecules of the whole input (an exclusive scan of
- *     the per-rank molecule counts gives each molecule its global index);
- *  D. mm_dataset_write (collective, agreed inside);
+ *     the per-rank molecule counts gives each molecule its global index; each rank kept
+ *     the depictions of its first png_count molecules when they went to the spool);
+ *  D. mm_dataset_write_spool (collective, agreed inside): the same bytes as writing the
+ *     whole block from memory;
  *  E. counters summed, examples gathered to rank 0 in rank order, summary printed. */
 #include "mmsa/prep.h"
 
@@ -47,6 +52,9 @@ static const mm_cfg_field fields[] = {
 
     F(output, mm_prep_output_config, path, MM_CFG_STRING, "", 1, 0,
       "dataset file (HDF5) to write; it appears only when complete (required; flag --output)"),
+    F(output, mm_prep_output_config, chunk_molecules, MM_CFG_INT64, "4096", 1, 9.2e18,
+      "rows a rank holds featurised before moving them to its spool file next to the output; "
+      "bounds the memory (about 13 KiB per molecule at 64x64), not the output"),
 
     F(features, mm_prep_features_config, conformer, MM_CFG_BOOL, "true", 1, 0,
       "build one 3D conformer per molecule (Open Babel builder, MMFF94, UFF fallback)"),
@@ -261,8 +269,15 @@ typedef struct prep_run {
     mm_table_format fmt;
     mm_chem *chem;
     mm_mol_feat feat;
-    mm_molset ms;
+    mm_molset ms;         /* the current chunk: at most output.chunk_molecules rows */
     bool ms_init;
+    mm_dataset_spool *spool; /* this rank's chunks so far */
+    int64_t n_spooled;    /* molecules in the spool */
+    int64_t held_max;     /* most rows (molecules + rejects) ms held */
+    uint8_t *png_img;     /* [png_cap, 3, H, W] depictions of this rank's first molecules */
+    int64_t *png_row;     /* [png_cap] their source rows */
+    int64_t png_cap, n_png;
+    size_t png_bytes;     /* bytes of png_img */
     int64_t counter[N_COUNTERS];
     int n_ex[N_KINDS];
     example *ex;          /* [N_KINDS][examples] */
@@ -436,6 +451,27 @@ static mm_status count_rows(prep_run *p)
     return MM_OK;
 }
 
+static size_t image_bytes(const mm_molset *ms)
+{
+    return (size_t)MM_DS_IMAGE_CHANNELS * (size_t)ms->image_h * (size_t)ms->image_w;
+}
+
+/* Phase B: the current chunk goes to the spool; the depictions the PNGs need are kept. */
+static mm_status flush_chunk(prep_run *p)
+{
+    mm_molset *ms = &p->ms;
+    if (ms->n + ms->n_rejects > p->held_max) p->held_max = ms->n + ms->n_rejects;
+    size_t ib = image_bytes(ms);
+    for (int64_t i = 0; i < ms->n && p->n_png < p->png_cap; i++, p->n_png++) {
+        memcpy(p->png_img + (size_t)p->n_png * ib, ms->image + (size_t)i * ib, ib);
+        p->png_row[p->n_png] = ms->source_row[i];
+    }
+    MM_CALL(mm_dataset_spool_append(p->spool, ms));
+    p->n_spooled += ms->n;
+    mm_molset_clear(ms);
+    return MM_OK;
+}
+
 /* Phase B: this rank's rows. */
 static mm_status featurise_block(prep_run *p)
 {
@@ -467,7 +503,19 @@ static mm_status featurise_block(prep_run *p)
     mm_molset_opts mo = {mods, c->features.image_size, c->features.image_size, nt, tasks};
     MM_CALL(mm_molset_init(&p->ms, &mo));
     p->ms_init = true;
-    MM_CALL(mm_molset_reserve(&p->ms, p->count, p->count * 24, p->count * 26));
+    const int64_t chunk = c->output.chunk_molecules;
+    const int64_t reserve = p->count < chunk ? p->count : chunk;
+    MM_CALL(mm_molset_reserve(&p->ms, reserve, reserve * 24, reserve * 26));
+    char spool_path[MM_CFG_STR_MAX + 64];
+    snprintf(spool_path, sizeof spool_path, "%s.spool.%d.%ld", c->output.path, p->d.rank, (long)getpid());
+    MM_CALL(mm_dataset_spool_create(spool_path, &p->ms, &p->spool));
+    if (c->report.png_dir[0] && c->report.png_count > 0 && (mods & MM_MOD_IMAGE)) {
+        p->png_cap = p->count < c->report.png_count ? p->count : c->report.png_count;
+        p->png_bytes = (size_t)(p->png_cap > 0 ? p->png_cap : 1) * image_bytes(&p->ms);
+        p->png_img = mm_malloc(p->png_bytes);
+        p->png_row = mm_malloc((size_t)(p->png_cap > 0 ? p->png_cap : 1) * sizeof *p->png_row);
+        if (!p->png_img || !p->png_row) return MM_ERR(MM_ERR_NOMEM, "out of memory for %lld PNGs", (long long)p->png_cap);
+    }
 
     int64_t skipped = 0;
     MM_CALL(mm_table_skip(p->table, p->start, &skipped));
@@ -512,8 +560,10 @@ static mm_status featurise_block(prep_run *p)
             mm_error_push(__FILE__, __LINE__, __func__);
             return st;
         }
+        if (p->ms.n + p->ms.n_rejects >= chunk) MM_CALL(flush_chunk(p));
         if (show) progress(p, k + 1, &last);
     }
+    MM_CALL(flush_chunk(p));
     return MM_OK;
 }
 
@@ -522,15 +572,15 @@ static mm_status write_pngs(prep_run *p, int64_t first_index)
 {
     const mm_prep_report_config *r = &p->cfg->report;
     if (!r->png_dir[0] || r->png_count <= 0 || !(p->ms.modalities & MM_MOD_IMAGE)) return MM_OK;
-    if (first_index >= r->png_count || p->ms.n == 0) return MM_OK;
+    if (first_index >= r->png_count || p->n_png == 0) return MM_OK;
     if (mkdir(r->png_dir, 0777) != 0 && errno != EEXIST)
         return MM_ERR(MM_ERR_IO, "cannot create the PNG directory %s: %s", r->png_dir, strerror(errno));
-    size_t ib = 3 * (size_t)p->ms.image_h * (size_t)p->ms.image_w;
-    for (int64_t i = 0; i < p->ms.n && first_index + i < r->png_count; i++) {
+    size_t ib = image_bytes(&p->ms);
+    for (int64_t i = 0; i < p->n_png && first_index + i < r->png_count; i++) {
         char path[MM_CFG_STR_MAX + 64];
         snprintf(path, sizeof path, "%s/mol_%06lld_row_%lld.png", r->png_dir, (long long)(first_index + i),
-                 (long long)p->ms.source_row[i]);
-        MM_CALL(mm_chem_write_png(p->ms.image + (size_t)i * ib, p->ms.image_h, p->ms.image_w, path));
+                 (long long)p->png_row[i]);
+        MM_CALL(mm_chem_write_png(p->png_img + (size_t)i * ib, p->ms.image_h, p->ms.image_w, path));
     }
     return MM_OK;
 }
@@ -599,6 +649,7 @@ static mm_status gather_summary(prep_run *p, mm_prep_result *res)
     res->conf_input = sum[C_CONF_INPUT];
     res->conf_failed = sum[C_CONF_FAILED];
     memcpy(res->stage_seconds, stages, sizeof stages);
+    MM_MPI_CALL(MPI_Allreduce(&p->held_max, &res->held_max, 1, MPI_INT64_T, MPI_MAX, p->d.comm));
     if (res->rows != res->written + res->rejected || res->rows != p->total)
         return MM_ERR(MM_ERR_INTERNAL, "rows read %lld, expected %lld, written %lld + rejected %lld",
                       (long long)res->rows, (long long)p->total, (long long)res->written, (long long)res->rejected);
@@ -631,6 +682,9 @@ static void run_free(prep_run *p)
     mm_chem_destroy(&p->chem);
     mm_mol_feat_free(&p->feat);
     if (p->ms_init) mm_molset_free(&p->ms);
+    mm_dataset_spool_free(&p->spool);
+    if (p->png_img) mm_free_sized(p->png_img, p->png_bytes);
+    if (p->png_row) mm_free_sized(p->png_row, (size_t)(p->png_cap > 0 ? p->png_cap : 1) * sizeof *p->png_row);
     mm_prep_labels_free(p->label_names, p->n_label_names > 0 ? p->n_label_names : 0);
     if (p->ex) mm_free_sized(p->ex, (size_t)N_KINDS * (size_t)(p->max_ex > 0 ? p->max_ex : 1) * sizeof *p->ex);
     if (p->all) mm_free_sized(p->all, p->n_all * sizeof *p->all);
@@ -692,7 +746,7 @@ mm_status mm_prep_run(const mm_prep_config *cfg, MPI_Comm comm, FILE *summary, m
 
     /* C: debug PNGs */
     if (cfg->report.png_dir[0] && cfg->report.png_count > 0) {
-        int64_t n = p.ms.n, before = 0;
+        int64_t n = p.n_spooled, before = 0;
         MM_CALL_GOTO(st, mpi_status(MPI_Exscan(&n, &before, 1, MPI_INT64_T, MPI_SUM, p.d.comm), "MPI_Exscan"), done);
         if (p.d.rank == 0) before = 0; /* MPI_Exscan leaves rank 0's result undefined */
         st = write_pngs(&p, before);
@@ -707,7 +761,7 @@ mm_status mm_prep_run(const mm_prep_config *cfg, MPI_Comm comm, FILE *summary, m
     char created_by[64];
     snprintf(created_by, sizeof created_by, "mmsa_prep %s", MM_PREP_VERSION);
     mm_dataset_meta meta = {mm_chem_version(), cfg->input.path, p.sha, created_by};
-    st = mm_dataset_write(cfg->output.path, p.d.comm, &p.ms, &meta);
+    st = mm_dataset_write_spool(cfg->output.path, p.d.comm, p.spool, &meta);
     if (st != MM_OK) {
         res->failed_rank = -1; /* the writer agreed already; each rank's message says its part */
         mm_error_push(__FILE__, __LINE__, __func__);
