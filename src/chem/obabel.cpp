@@ -49,7 +49,9 @@ extern "C" {
 #include <openbabel/ring.h>
 #include <openbabel/obiter.h>
 #include <openbabel/stereo/cistrans.h>
+#include <openbabel/stereo/squareplanar.h>
 #include <openbabel/stereo/stereo.h>
+#include <openbabel/stereo/tetrahedral.h>
 #pragma GCC diagnostic pop
 
 #include "chem_internal.h"
@@ -263,6 +265,9 @@ class RasterPainter : public OBPainter {
         /* the line width depends on the scale just set: without this the drawing used
          * the previous molecule's scale, so its bytes depended on what came before */
         SetPenWidth(m_pen_width);
+        /* the colours too, so nothing one molecule sets reaches the next (OBDepict sets
+         * the pen before each stroke, but never the fill of its wedges) */
+        m_pen = m_fill = OBColor();
     }
     bool IsGood() const override { return ok(); }
     void SetFontFamily(const std::string &) override {}
@@ -624,6 +629,50 @@ static std::string last_ob_error()
 
 /* ---- the pipeline --------------------------------------------------------------------- */
 
+/* Open Babel's SMILES reader collects the stereocentres it parses in a std::map keyed by
+ * OBAtom pointer and adds their OBTetrahedralStereo objects to the molecule in that
+ * order: heap-address order, which depends on everything the process allocated before
+ * (the molecules featurised earlier, hence the rank count, and the run). Code that walks
+ * the stereo objects in the molecule's order inherits it: OBDepict's choice of wedges
+ * (TetStereoToWedgeHash gives up at the first centre none of whose bonds it likes, as at
+ * the ring fusions of a steroid, so the order decides which centres get wedges) and the
+ * builder's repair of a conformer's stereocentres (OBBuilder::CorrectStereoAtoms inverts
+ * them one after the other). Sorting them by the atoms they name, right after each read,
+ * makes the depiction and the conformer functions of the molecule alone. Only the stereo
+ * entries move, among the slots they held; the molecule's other data stay in place. */
+static void sort_stereo_data(OBMol &mol)
+{
+    struct entry {
+        int type;
+        unsigned long a, b; /* atom ids: the centre (0), or the double bond's ends, lower first */
+        OBGenericData *d;
+    };
+    std::vector<OBGenericData *> &data = mol.GetData();
+    std::vector<size_t> slot;
+    std::vector<entry> st;
+    for (size_t i = 0; i < data.size(); i++) {
+        if (data[i]->GetDataType() != OBGenericDataType::StereoData) continue;
+        OBStereoBase *sb = static_cast<OBStereoBase *>(data[i]);
+        entry e = {(int)sb->GetType(), 0, 0, data[i]};
+        if (sb->GetType() == OBStereo::Tetrahedral) {
+            e.a = static_cast<OBTetrahedralStereo *>(sb)->GetConfig().center;
+        } else if (sb->GetType() == OBStereo::CisTrans) {
+            OBCisTransStereo::Config cfg = static_cast<OBCisTransStereo *>(sb)->GetConfig();
+            e.a = std::min(cfg.begin, cfg.end);
+            e.b = std::max(cfg.begin, cfg.end);
+        } else if (sb->GetType() == OBStereo::SquarePlanar) {
+            e.a = static_cast<OBSquarePlanarStereo *>(sb)->GetConfig().center;
+        }
+        slot.push_back(i);
+        st.push_back(e);
+    }
+    std::stable_sort(st.begin(), st.end(), [](const entry &x, const entry &y) {
+        if (x.type != y.type) return x.type < y.type;
+        return x.a != y.a ? x.a < y.a : x.b < y.b;
+    });
+    for (size_t k = 0; k < slot.size(); k++) data[slot[k]] = st[k].d;
+}
+
 /* Removes every hydrogen atom (isotopic and charged ones too), counting each as a
  * hydrogen on its heavy neighbour. */
 static void strip_hydrogens(OBMol &mol)
@@ -815,6 +864,11 @@ static mm_status do_image(mm_chem *c, const OBMol &mol, const mm_cgraph *g, mm_m
     OBMol m2(mol);
     MM_CALL(layout(c, m2, g));
     OBDepict depict(c->painter);
+    /* OBDepict sizes a charge by the metrics of whatever font size the painter has when it
+     * gets there, before it sets its label size, and leaves that size changed: without this
+     * the first charge of a molecule was drawn at the size the previous molecule left
+     * behind (cairo's 10 in a fresh painter), so its bytes depended on what came before */
+    c->painter->SetFontSize(depict.GetFontSize());
     if (!depict.DrawMolecule(&m2))
         return MM_ERR(MM_ERR_CHEM, "Open Babel could not depict '%s'", f->smiles);
     int s = c->painter->size();
@@ -885,6 +939,7 @@ static mm_status featurize_mol(mm_chem *c, OBMol &mol, const char *what, uint64_
                                mm_mol_feat *f)
 {
     double t0 = now_s();
+    sort_stereo_data(mol);
     strip_hydrogens(mol);
     charge_separate(mol);
     int n = (int)mol.NumAtoms();
@@ -1034,6 +1089,7 @@ static mm_status featurize_mol(mm_chem *c, OBMol &mol, const char *what, uint64_
     if ((c->o.conformer && !input3d) || c->o.image) {
         if (!c->in_smi.ReadString(&canon, f->smiles) || (int)canon.NumAtoms() != n)
             return reject(f, MM_CHEM_INCONSISTENT, "Open Babel cannot read back its SMILES '%s'", f->smiles);
+        sort_stereo_data(canon);
         for (int i = 0; i < n; i++)
             if ((int)canon.GetAtom(i + 1)->GetAtomicNum() != g.atoms[i].z)
                 return reject(f, MM_CHEM_INCONSISTENT, "reading back '%s' changed atom %d", f->smiles, i);
