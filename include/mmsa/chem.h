@@ -26,17 +26,19 @@
  *   the remaining known differences and the choices made).
  * - Conformer: Open Babel's builder, then MMFF94 (UFF when MMFF94 has no parameters),
  *   conjugate gradients for at most ff_steps steps; the random numbers the builder draws
- *   are seeded with the per-molecule seed and the build starts from the canonical SMILES,
- *   so the same molecule and seed give the same coordinates whatever came before
- *   (with ff_threads = 1; OpenMP reductions over several threads may differ in the
- *   last bits). A failure sets conf_ok = 0 and zero coordinates; the molecule is kept.
+ *   are seeded with the per-molecule seed, the build starts from the canonical SMILES
+ *   and the stereocentres are repaired in atom order, so the same molecule and seed give
+ *   the same coordinates whatever came before, in this process or another (with
+ *   ff_threads = 1; OpenMP reductions over several threads may differ in the last bits).
+ *   A failure sets conf_ok = 0 and zero coordinates; the molecule is kept.
  *   An SD record with 3D coordinates keeps its own (heavy-atom) coordinates.
  * - Image: Open Babel's depiction (OBDepict) painted with cairo into memory, RGB on
  *   white, channel-first [3, H, W], H = W = image_size. Deterministic: the same molecule
- *   gives identical bytes. 2D coordinates come from a fast built-in layout (regular ring
- *   polygons, zigzag chains, double bonds with their cis/trans configuration), or, for
- *   bridged ring systems and crowded drawings, from Open Babel's own layout (up to 40
- *   heavy atoms) or a stress layout (larger).
+ *   gives identical bytes whatever was drawn before (so whatever the rank count). 2D
+ *   coordinates come from a fast built-in layout (regular ring polygons, zigzag chains,
+ *   double bonds with their cis/trans configuration), or, for bridged ring systems and
+ *   crowded drawings, from Open Babel's own layout (up to 40 heavy atoms) or a stress
+ *   layout (larger).
  * - Fingerprint: Open Babel's ECFP4 folded to 2048 bits, packed MSB-first: bit j is
  *   byte j / 8, mask 0x80 >> (j % 8) (numpy.packbits order).
  * - Scaffold: RDKit's MurckoScaffoldSmiles rule (ring systems, linkers, atoms doubly
