@@ -456,23 +456,26 @@ static void test_chunks(void **state)
         assert_int_equal(run(&c1, solo, &r, NULL), MM_OK);
         assert_int_equal(r.held_max, 14);
     }
-    const int64_t chunk[] = {1, 3, 14, 1000};
+    /* and three ranks (blocks of 5, 5, 4 rows) when there are more than three */
+    MPI_Comm c3 = MPI_COMM_NULL;
+    if (D.size > 3) MPI_Comm_split(D.comm, D.rank < 3 ? 0 : MPI_UNDEFINED, D.rank, &c3);
+    const int64_t chunk[] = {1, 3, 14, 1000}; /* 1000 first: the three ranks' reference */
     int diff = 0;
     for (int k = 0; k < 4; k++) {
-        for (int one = 0; one < 2; one++) {
-            if (one && D.rank != 0) continue;
+        for (int mode = 0; mode < 3; mode++) { /* all ranks, one rank, three ranks */
+            if ((mode == 1 && D.rank != 0) || (mode == 2 && c3 == MPI_COMM_NULL)) continue;
             char name[64];
-            snprintf(name, sizeof name, "chunks_%lld_%s.h5", (long long)chunk[k], one ? "one" : "all");
+            snprintf(name, sizeof name, "chunks_%lld_%s.h5", (long long)chunk[3 - k], mode == 0 ? "all" : mode == 1 ? "one" : "three");
             mm_prep_config cc = c;
-            cc.output.chunk_molecules = chunk[k];
+            cc.output.chunk_molecules = chunk[3 - k];
             snprintf(cc.output.path, sizeof cc.output.path, "%s", path_of(name));
             mm_prep_result r;
-            assert_int_equal(run(&cc, one ? solo : D.comm, &r, NULL), MM_OK);
-            int64_t held = one ? 14 : share;
-            assert_int_equal(r.held_max, held < chunk[k] ? held : chunk[k]);
+            assert_int_equal(run(&cc, mode == 0 ? D.comm : mode == 1 ? solo : c3, &r, NULL), MM_OK);
+            int64_t held = mode == 0 ? share : mode == 1 ? 14 : 5;
+            assert_int_equal(r.held_max, held < chunk[3 - k] ? held : chunk[3 - k]);
             assert_int_equal(r.written, whole.written);
             if (D.rank == 0) {
-                const char *ref = one ? whole_one : path_of("chunks_whole.h5");
+                const char *ref = mode == 0 ? path_of("chunks_whole.h5") : mode == 1 ? whole_one : path_of("chunks_1000_three.h5");
                 int same = same_bytes(ref, cc.output.path);
                 if (!same) printf("%s differs from %s\n", name, ref);
                 diff += !same + h5c_files_equal(ref, cc.output.path);
@@ -480,6 +483,7 @@ static void test_chunks(void **state)
         }
     }
     if (D.rank == 0) MPI_Comm_free(&solo);
+    if (c3 != MPI_COMM_NULL) MPI_Comm_free(&c3);
     if (D.rank == 0) {
         /* the same molecules written from memory in one set: the same bytes */
         mm_molset ms;
@@ -501,8 +505,8 @@ static void test_chunks(void **state)
         if (!same) printf("chunks_mem.h5 differs from chunks_whole.h5\n");
         diff += !same;
         assert_int_equal(count_tmp_files(), 0);
-        printf("chunks of 1, 3, 14 and 1000 rows on %d rank(s) and on 1, and the set written from memory: %s\n",
-               D.size, diff ? "DIFFERENT" : "byte-identical files");
+        printf("chunks of 1, 3, 14 and 1000 rows on %d rank(s), on 1%s, and the set written from memory: %s\n",
+               D.size, D.size > 3 ? " and on 3" : "", diff ? "DIFFERENT" : "byte-identical files");
     }
     MPI_Bcast(&diff, 1, MPI_INT, 0, D.comm);
     assert_int_equal(diff, 0);
