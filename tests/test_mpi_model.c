@@ -238,9 +238,11 @@ static void test_missing_modality_is_masked(void **state)
         assert_float_equal(s, 1.0, 1e-6);
     }
     /* shapes */
-    assert_int_equal(o.u->shape[0], 7);
-    assert_int_equal(o.u->shape[1], E);
+    assert_int_equal(o.u_local->shape[0], 7);
+    assert_int_equal(o.u_local->shape[1], E);
+    assert_int_equal(o.s->shape[0], 7);
     assert_int_equal(o.s->shape[1], E);
+    assert_int_equal(o.hg1->shape[0], 7);
     assert_int_equal(o.rec->shape[1], 4 * E);
     assert_int_equal(o.hg->k, 2);
     /* the one-atom molecule (no bond, no atom pair) is encoded, finite */

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "mmsa/error.h"
+#include "mmsa/loss.h"
 #include "mmsa/tensor.h"
 
 /* What the traffic of a collective is for, so a step can report its bytes by kind. */
@@ -22,6 +23,7 @@ typedef enum {
     MM_COMM_REDUCE_SCATTER,  /* their gradients routed back to the owners (backward) */
     MM_COMM_NORM,            /* BatchNorm statistics */
     MM_COMM_BANK,            /* memory bank: nearest anchor and sharded softmax */
+    MM_COMM_LOSS_COLS,       /* column statistics of the losses split by rows */
     MM_COMM_OTHER,           /* scalars, masks, agreement flags */
     MM_COMM_KINDS
 } mm_comm_kind;
@@ -54,6 +56,10 @@ mm_status mm_dist_allreduce_float(mm_dist *d, float *buf, size_t n);
 /* Matches mm_allreduce_fn: install with tape->allreduce = mm_dist_tape_allreduce,
  * tape->allreduce_ctx = d, so normalisation statistics are those of the global batch. */
 mm_status mm_dist_tape_allreduce(void *ctx, double *buf, int n);
+
+/* The column reducer of the losses split by rows (loss.h: mm_info_nce_rows): maxima
+ * and sums over the ranks of d, by MPI_Allreduce. */
+mm_col_reducer mm_dist_col_reducer(mm_dist *d);
 
 /* Contiguous block partition of n items: rank r gets [*start, *start + *count). */
 void mm_dist_block(int64_t n, int size, int rank, int64_t *start, int64_t *count);

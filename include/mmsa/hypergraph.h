@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "mmsa/dist.h"
 #include "mmsa/tensor.h"
 
 typedef struct mm_hypergraph {
@@ -41,5 +42,20 @@ mm_status mm_hypergraph_build(mm_tape *t, const float *u, int64_t n, int64_t d, 
 mm_status mm_hypergraph_from_knn(mm_tape *t, const int64_t *knn, int64_t n, int k, mm_hypergraph **out);
 /* out [n, c] = G x for x [n, c]. */
 mm_status mm_hypergraph_propagate(mm_tape *t, const mm_hypergraph *hg, mm_tensor *x, mm_tensor **out);
+
+/* G x split by rows over the ranks of d (every rank knows hg; rank r holds the rows
+ * row0 .. row0 + counts[r] - 1 of x and of the result): out [counts[r], c] = those rows
+ * of G x, from x [counts[r], c]. Collective (two allgathers of [n, c]; their backward
+ * reduce-scatters); per rank O(counts[r] (k+1) c) arithmetic instead of O(n (k+1) c). */
+mm_status mm_hypergraph_propagate_rows(mm_tape *t, mm_dist *d, const mm_hypergraph *hg, mm_tensor *x,
+                                       const int64_t *counts, int64_t row0, mm_tensor **out);
+/* Its halves, for the rows first .. first + count - 1: z [count, c], z_h = (1/(k+1))
+ * sum over the members v of hyperedge h of Dv^-1/2 x_v, x [n, c] all vertices; and
+ * out [count, c], out_v = Dv^-1/2 sum over the hyperedges h containing v of z_h, z [n, c]
+ * all hyperedges. */
+mm_status mm_hypergraph_edge_pool(mm_tape *t, const mm_hypergraph *hg, mm_tensor *x, int64_t first, int64_t count,
+                                  mm_tensor **out);
+mm_status mm_hypergraph_vertex_sum(mm_tape *t, const mm_hypergraph *hg, mm_tensor *z, int64_t first, int64_t count,
+                                   mm_tensor **out);
 
 #endif

@@ -55,6 +55,23 @@ mm_status mm_bce_logits_masked(mm_tape *t, mm_tensor *logits, const mm_tensor *l
  * n < 2 gives 0 (a single pair has no negatives). a and b may be the same tensor. */
 mm_status mm_info_nce(mm_tape *t, mm_tensor *a, mm_tensor *b, float tau, mm_tensor **out);
 
+/* The same loss split by rows, for a batch spread over ranks: A and B have n rows in
+ * all; this call gets a = rows row0 .. row0 + m - 1 of A ([m, d], this rank's
+ * molecules) and b = all of B ([n, d], gathered), and returns this block's part of the
+ * loss, (1/2n) sum over its rows i of (lse_row_i - S_ii + lse_col_i - S_ii). The parts
+ * of all blocks add up to mm_info_nce(A, B); the per-block work and memory are
+ * O(m n), not O(n^2). The column logsumexp spans every row: `red` combines the column
+ * maxima and sums over the blocks (collective when it is mm_dist_col_reducer; every
+ * rank calls, with m = 0 too). The backward needs no communication; the parts must
+ * enter the objective with equal weights. red == NULL: a holds every row (row0 = 0). */
+typedef struct mm_col_reducer {
+    mm_status (*max_float)(void *ctx, float *buf, int64_t n);   /* in place, over the blocks */
+    mm_status (*sum_double)(void *ctx, double *buf, int64_t n); /* in place, over the blocks */
+    void *ctx;
+} mm_col_reducer;
+mm_status mm_info_nce_rows(mm_tape *t, mm_tensor *a, mm_tensor *b, int64_t row0, float tau,
+                           const mm_col_reducer *red, mm_tensor **out);
+
 /* ACML's CLIP-style loss with soft targets (DESIGN.md, ACML objective), U, G [n, d]:
  *   logits = U G^T / tau;
  *   targets = row-softmax of ((U U^T + G G^T) / 2 * tau)   (multiplied by tau, as

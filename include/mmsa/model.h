@@ -8,12 +8,16 @@
  *
  * Distribution: each rank encodes its own molecules (a contiguous slice of the global
  * batch). BatchNorm statistics are global through the tape's allreduce hook. The
- * projections and the unified embedding are gathered from every rank; the InfoNCE
- * terms, the kNN hypergraph, the HGNN and the memory bank work over the global batch,
- * replicated on every rank with gradients counted once (dist.h convention); the
- * reconstruction term is per molecule, on the owner. Summing the parameter gradients
- * over ranks gives the gradient of the global loss, so a run on P ranks follows the
- * single-rank trajectory.
+ * terms over the global batch are split by rows, so no rank holds an N x N matrix or
+ * does O(N^2) work: each InfoNCE term is computed for the rows of the rank's own
+ * molecules against the gathered columns (column statistics allreduced, loss.h
+ * mm_info_nce_rows); the kNN search finds the neighbours of the rank's own rows; the
+ * HGNN propagates for its own hyperedges and vertices (two allgathers per layer); the
+ * memory bank scores every molecule against the anchors the rank owns. The
+ * reconstruction term is per molecule, on the owner. Every rank's part enters the
+ * objective with the same weights, so summing the parameter gradients over ranks gives
+ * the gradient of the global loss, and a run on P ranks follows the single-rank
+ * trajectory up to the order of floating-point sums.
  *
  * Missing modalities (conformer ok = 0, or a modality switched off) are masked:
  * excluded from their InfoNCE term, weight 0 in the fusion, excluded from L_rec. */
@@ -121,8 +125,8 @@ typedef struct mm_step_out {
     mm_tensor *z[MM_N_MODS];   /* local encoder outputs [n, E] (NULL: modality off) */
     mm_tensor *p[MM_N_MODS];   /* local projections [n, P] */
     mm_tensor *u_local;        /* [n, E] */
-    mm_tensor *u, *s;          /* global [N, E] */
-    mm_tensor *hg1;            /* global [N, hg_hidden] */
+    mm_tensor *s;              /* global [N, E] HGNN output (gathered) */
+    mm_tensor *hg1;            /* local [n, hg_hidden] first HGNN layer */
     mm_tensor *gate_score, *alpha; /* local [n, 4] */
     mm_tensor *rec;            /* local [n, 4E] */
     mm_hypergraph *hg;

@@ -5,7 +5,8 @@
 #include <string.h>
 
 const char *const mm_comm_kind_names[MM_COMM_KINDS] = {"grad_allreduce", "allgather", "reduce_scatter",
-                                                       "norm_allreduce", "bank", "other"};
+                                                       "norm_allreduce", "bank",      "loss_cols",
+                                                       "other"};
 
 void mm_dist_reset_counters(mm_dist *d)
 {
@@ -49,6 +50,30 @@ mm_status mm_dist_allreduce_double(mm_dist *d, double *buf, size_t n)
     MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_DOUBLE, MPI_SUM, d->comm));
     return MM_OK;
 }
+
+static mm_status col_max_float(void *ctx, float *buf, int64_t n)
+{
+    mm_dist *d = ctx;
+    int c = 0;
+    MM_CALL(mm_dist_count((size_t)n, "loss column maxima", &c));
+    if (d->size == 1 || c == 0) return MM_OK;
+    mm_dist_account(d, MM_COMM_LOSS_COLS, (double)n * sizeof(float));
+    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_FLOAT, MPI_MAX, d->comm));
+    return MM_OK;
+}
+
+static mm_status col_sum_double(void *ctx, double *buf, int64_t n)
+{
+    mm_dist *d = ctx;
+    int c = 0;
+    MM_CALL(mm_dist_count((size_t)n, "loss column sums", &c));
+    if (d->size == 1 || c == 0) return MM_OK;
+    mm_dist_account(d, MM_COMM_LOSS_COLS, (double)n * sizeof(double));
+    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_DOUBLE, MPI_SUM, d->comm));
+    return MM_OK;
+}
+
+mm_col_reducer mm_dist_col_reducer(mm_dist *d) { return (mm_col_reducer){col_max_float, col_sum_double, d}; }
 
 mm_status mm_dist_allreduce_float(mm_dist *d, float *buf, size_t n)
 {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "mmsa/blas.h"
+#include "mmsa/dist.h"
 
 /* a ranks before b: larger value, then smaller index */
 static inline int before(float va, int64_t ia, float vb, int64_t ib) { return va > vb || (va == vb && ia < ib); }
@@ -144,5 +145,124 @@ mm_status mm_hypergraph_propagate(mm_tape *t, const mm_hypergraph *hg, mm_tensor
     apply_g(hg, x->data, c, z, y->data);
     MM_CALL(mm_tape_record(t, "hypergraph_propagate", propagate_backward, y, 1, &x, (void *)hg));
     *out = y;
+    return MM_OK;
+}
+
+/* ---- propagation split by rows ---------------------------------------------------------
+ * G X in two halves, each owned by rows: z_h = (1/|e|) sum_{v in h} Dv^-1/2 x_v for the
+ * hyperedges a rank owns (its molecules' hyperedges), then out_v = Dv^-1/2 sum_{h ∋ v} z_h
+ * for the vertices it owns. Between them every rank needs the x (then z) of all rows:
+ * two allgathers. The sums run in the order of apply_g, so one rank gives G X bit for
+ * bit. */
+
+typedef struct {
+    const mm_hypergraph *hg;
+    int64_t first, count; /* the hyperedges (edge_pool) or vertices (vertex_sum) computed */
+} rows_ctx;
+
+static mm_status check_rows(const char *op, const mm_hypergraph *hg, const mm_tensor *x, int64_t first, int64_t count)
+{
+    if (x->ndim != 2 || x->shape[0] != hg->n || first < 0 || count < 0 || first + count > hg->n)
+        return MM_ERR(MM_ERR_ARG, "%s: %lld rows for a hypergraph of %lld vertices, rows %lld + %lld asked", op,
+                      (long long)x->shape[0], (long long)hg->n, (long long)first, (long long)count);
+    return MM_OK;
+}
+
+static mm_status edge_pool_backward(mm_node *nd)
+{
+    const rows_ctx *c = nd->ctx;
+    const mm_hypergraph *hg = c->hg;
+    mm_tensor *x = nd->in[0];
+    int64_t ch = mm_cols(x), e = hg->k + 1;
+    float inv_de = 1.0f / (float)e;
+    for (int64_t r = 0; r < c->count; r++) {
+        const float *gz = nd->out->grad + r * ch;
+        int64_t h = c->first + r;
+        for (int64_t j = 0; j < e; j++) {
+            int64_t v = hg->members[h * e + j];
+            float s = hg->dv_isqrt[v] * inv_de;
+            float *gx = x->grad + v * ch;
+            for (int64_t q = 0; q < ch; q++) gx[q] += s * gz[q];
+        }
+    }
+    return MM_OK;
+}
+
+mm_status mm_hypergraph_edge_pool(mm_tape *t, const mm_hypergraph *hg, mm_tensor *x, int64_t first, int64_t count,
+                                  mm_tensor **out)
+{
+    MM_CALL(check_rows("hypergraph edge pool", hg, x, first, count));
+    int64_t ch = mm_cols(x), e = hg->k + 1;
+    float inv_de = 1.0f / (float)e;
+    mm_tensor *z;
+    MM_CALL(mm_tensor_zeros(t, 2, (int64_t[]){count, ch}, mm_tape_wants_grad(t, 1, &x), &z));
+    for (int64_t r = 0; r < count; r++) {
+        float *zh = z->data + r * ch;
+        int64_t h = first + r;
+        for (int64_t j = 0; j < e; j++) {
+            int64_t v = hg->members[h * e + j];
+            float s = hg->dv_isqrt[v];
+            for (int64_t q = 0; q < ch; q++) zh[q] += s * x->data[v * ch + q];
+        }
+        for (int64_t q = 0; q < ch; q++) zh[q] *= inv_de;
+    }
+    rows_ctx *c;
+    MM_CALL(mm_tape_alloc(t, sizeof *c, (void **)&c));
+    *c = (rows_ctx){hg, first, count};
+    MM_CALL(mm_tape_record(t, "hypergraph_edge_pool", edge_pool_backward, z, 1, &x, c));
+    *out = z;
+    return MM_OK;
+}
+
+static mm_status vertex_sum_backward(mm_node *nd)
+{
+    const rows_ctx *c = nd->ctx;
+    const mm_hypergraph *hg = c->hg;
+    mm_tensor *z = nd->in[0];
+    int64_t ch = mm_cols(z);
+    for (int64_t r = 0; r < c->count; r++) {
+        int64_t v = c->first + r;
+        const float *go = nd->out->grad + r * ch;
+        float s = hg->dv_isqrt[v];
+        for (int64_t p = hg->v_ptr[v]; p < hg->v_ptr[v + 1]; p++) {
+            float *gz = z->grad + hg->v_edges[p] * ch;
+            for (int64_t q = 0; q < ch; q++) gz[q] += s * go[q];
+        }
+    }
+    return MM_OK;
+}
+
+mm_status mm_hypergraph_vertex_sum(mm_tape *t, const mm_hypergraph *hg, mm_tensor *z, int64_t first, int64_t count,
+                                   mm_tensor **out)
+{
+    MM_CALL(check_rows("hypergraph vertex sum", hg, z, first, count));
+    int64_t ch = mm_cols(z);
+    mm_tensor *y;
+    MM_CALL(mm_tensor_zeros(t, 2, (int64_t[]){count, ch}, mm_tape_wants_grad(t, 1, &z), &y));
+    for (int64_t r = 0; r < count; r++) {
+        int64_t v = first + r;
+        float *ov = y->data + r * ch, s = hg->dv_isqrt[v];
+        for (int64_t p = hg->v_ptr[v]; p < hg->v_ptr[v + 1]; p++) {
+            const float *zh = z->data + hg->v_edges[p] * ch;
+            for (int64_t q = 0; q < ch; q++) ov[q] += s * zh[q];
+        }
+    }
+    rows_ctx *c;
+    MM_CALL(mm_tape_alloc(t, sizeof *c, (void **)&c));
+    *c = (rows_ctx){hg, first, count};
+    MM_CALL(mm_tape_record(t, "hypergraph_vertex_sum", vertex_sum_backward, y, 1, &z, c));
+    *out = y;
+    return MM_OK;
+}
+
+mm_status mm_hypergraph_propagate_rows(mm_tape *t, mm_dist *d, const mm_hypergraph *hg, mm_tensor *x,
+                                       const int64_t *counts, int64_t row0, mm_tensor **out)
+{
+    mm_tensor *x_all, *z, *z_all;
+    int64_t n = x->shape[0];
+    MM_CALL(mm_dist_allgather_rows(t, d, x, counts, &x_all));
+    MM_CALL(mm_hypergraph_edge_pool(t, hg, x_all, row0, n, &z));
+    MM_CALL(mm_dist_allgather_rows(t, d, z, counts, &z_all));
+    MM_CALL(mm_hypergraph_vertex_sum(t, hg, z_all, row0, n, out));
     return MM_OK;
 }

@@ -35,25 +35,34 @@ static mm_status project(mm_model *m, mm_tape *t, int k, mm_tensor *z, mm_tensor
     return MM_OK;
 }
 
-/* InfoNCE between the graph projection and modality k over the global rows where k
- * is present (a molecule without k is neither a positive nor a negative). */
-static mm_status align_term(mm_tape *t, const mm_batch *b, mm_tensor *pg, mm_tensor *pk, int k, float tau,
-                            mm_tensor **out)
+/* This rank's part of the InfoNCE between the graph projection and modality k over
+ * the global rows where k is present (a molecule without k is neither a positive nor a
+ * negative): the rows of its own present molecules (pg, local) against the columns of
+ * every present molecule (pk_all, gathered). */
+static mm_status align_term(mm_tape *t, const mm_batch *b, const mm_col_reducer *red, mm_tensor *pg,
+                            mm_tensor *pk_all, int k, float tau, mm_tensor **out)
 {
-    int64_t n = b->n_global, present = b->present_global[k];
-    if (present == n) {
-        MM_CALL(mm_info_nce(t, pg, pk, tau, out));
+    int64_t n = b->n, N = b->n_global, present = b->present_global[k];
+    if (present == N) {
+        MM_CALL(mm_info_nce_rows(t, pg, pk_all, b->row0, tau, red, out));
         return MM_OK;
     }
-    int64_t *rows;
-    MM_CALL(mm_tape_alloc(t, (size_t)(present ? present : 1) * sizeof(int64_t), (void **)&rows));
+    int64_t row0 = 0, mine = 0;
+    for (int64_t i = 0; i < b->row0; i++) row0 += b->mask_global[i * MM_N_MODS + k];
+    for (int64_t i = 0; i < n; i++) mine += b->mask[i * MM_N_MODS + k];
+    int64_t *rows, *cols;
+    MM_CALL(mm_tape_alloc(t, (size_t)(mine ? mine : 1) * sizeof(int64_t), (void **)&rows));
+    MM_CALL(mm_tape_alloc(t, (size_t)(present ? present : 1) * sizeof(int64_t), (void **)&cols));
     int64_t r = 0;
     for (int64_t i = 0; i < n; i++)
-        if (b->mask_global[i * MM_N_MODS + k]) rows[r++] = i;
+        if (b->mask[i * MM_N_MODS + k]) rows[r++] = i;
+    r = 0;
+    for (int64_t i = 0; i < N; i++)
+        if (b->mask_global[i * MM_N_MODS + k]) cols[r++] = i;
     mm_tensor *a, *c;
-    MM_CALL(mm_gather_rows(t, pg, rows, present, &a));
-    MM_CALL(mm_gather_rows(t, pk, rows, present, &c));
-    MM_CALL(mm_info_nce(t, a, c, tau, out)); /* n < 2 gives 0 */
+    MM_CALL(mm_gather_rows(t, pg, rows, mine, &a));
+    MM_CALL(mm_gather_rows(t, pk_all, cols, present, &c));
+    MM_CALL(mm_info_nce_rows(t, a, c, row0, tau, red, out)); /* present < 2 gives 0 */
     return MM_OK;
 }
 
@@ -125,18 +134,19 @@ mm_status mm_model_forward(mm_model *m, mm_tape *t, mm_dist *d, mm_memory_bank *
     MM_CALL(mm_model_embed(m, t, b, step, o));
     mm_tensor *u = o->u_local;
 
-    /* 1. projections gathered; L_align over the global batch (replicated) */
+    /* 1. L_align over the global batch, split by rows: the graph projections of this
+     * rank's molecules against every molecule's projection of modality k (gathered) */
+    mm_col_reducer red = mm_dist_col_reducer(d);
     mm_tensor *P[MM_N_MODS] = {0}, *l_align = NULL;
     mm_tape_scope(t, MM_SCOPE_COMM);
-    for (int k = 0; k < MM_N_MODS; k++)
+    for (int k = 1; k < MM_N_MODS; k++)
         if (o->p[k]) MM_CALL(mm_dist_allgather_rows(t, d, o->p[k], b->counts, &P[k]));
     mm_tape_scope(t, MM_SCOPE_LOSS);
     for (int k = 1; k < MM_N_MODS; k++) {
         if (!P[k]) continue;
         mm_tensor *term;
-        MM_CALL(align_term(t, b, P[MM_MOD_GRAPH_I], P[k], k, L->tau_align, &term));
-        o->l_align_mod[k] = term->data[0];
-        o->l_align += term->data[0];
+        MM_CALL(align_term(t, b, &red, o->p[MM_MOD_GRAPH_I], P[k], k, L->tau_align, &term));
+        o->l_align_mod[k] = term->data[0]; /* this rank's part; summed below */
         MM_CALL(add_weighted(t, &l_align, term, 1.0f));
     }
 
@@ -168,8 +178,8 @@ mm_status mm_model_forward(mm_model *m, mm_tape *t, mm_dist *d, mm_memory_bank *
     mm_tape_scope(t, MM_SCOPE_COMM);
     MM_CALL(mm_dist_allreduce_double(d, &o->l_rec, 1));
 
-    /* 3. kNN hypergraph and HGNN over the gathered unified embeddings */
-    MM_CALL(mm_dist_allgather_rows(t, d, u, b->counts, &o->u));
+    /* 3. kNN hypergraph over the global batch; the HGNN split by rows (each rank
+     * propagates for its own molecules' hyperedges and vertices) */
     int64_t N = b->n_global;
     /* neighbour lists by the configured distributed backend: each rank searches for its
      * own rows, then every rank gets all lists (identical on any backend and rank count) */
@@ -183,40 +193,48 @@ mm_status mm_model_forward(mm_model *m, mm_tape *t, mm_dist *d, mm_memory_bank *
     MM_CALL(mm_knn_allgather_lists(d, knn_local, b->counts, k, knn_global));
     MM_CALL(mm_hypergraph_from_knn(t, knn_global, N, k, &o->hg));
     mm_tape_scope(t, MM_SCOPE_HGNN);
-    mm_tensor *y1, *g1, *y2;
-    MM_CALL(mm_model_linear(m, t, o->u, m->hg1, &y1));
-    MM_CALL(mm_hypergraph_propagate(t, o->hg, y1, &g1));
+    mm_tensor *y1, *g1, *y2, *s_local;
+    MM_CALL(mm_model_linear(m, t, u, m->hg1, &y1));
+    MM_CALL(mm_hypergraph_propagate_rows(t, d, o->hg, y1, b->counts, b->row0, &g1));
     MM_CALL(mm_relu(t, g1, &o->hg1));
     MM_CALL(mm_model_linear(m, t, o->hg1, m->hg2, &y2));
-    MM_CALL(mm_hypergraph_propagate(t, o->hg, y2, &o->s));
+    MM_CALL(mm_hypergraph_propagate_rows(t, d, o->hg, y2, b->counts, b->row0, &s_local));
+    mm_tape_scope(t, MM_SCOPE_COMM);
+    MM_CALL(mm_dist_allgather_rows(t, d, s_local, b->counts, &o->s));
 
-    /* 4. L_hg = InfoNCE(normalised u, normalised s); L_mem over the whole bank */
+    /* 4. L_hg = InfoNCE(normalised u, normalised s), split by rows like L_align; L_mem
+     * over the whole bank (each rank scores every s against the anchors it owns) */
     mm_tensor *uh, *sh, *l_hg, *l_mem;
     mm_tape_scope(t, MM_SCOPE_LOSS);
-    MM_CALL(mm_l2_normalize(t, o->u, 1e-12f, &uh));
+    MM_CALL(mm_l2_normalize(t, u, 1e-12f, &uh));
     MM_CALL(mm_l2_normalize(t, o->s, 1e-12f, &sh));
-    MM_CALL(mm_info_nce(t, uh, sh, L->tau_hg, &l_hg));
-    o->l_hg = l_hg->data[0];
+    MM_CALL(mm_info_nce_rows(t, uh, sh, b->row0, L->tau_hg, &red, &l_hg));
+    o->l_hg = l_hg->data[0]; /* this rank's part; summed below */
     mm_tape_scope(t, MM_SCOPE_BANK);
     MM_CALL(mm_tape_alloc(t, (size_t)N * sizeof(int64_t), (void **)&o->assign));
     MM_CALL(mm_bank_loss(bank, t, sh, o->assign, &l_mem));
     o->l_mem = l_mem->data[0];
 
-    /* 5. this rank's part of the objective: replicated terms count on rank 0 only;
-     * the bank's loss is already split by anchor owner; L_rec by molecule owner. */
+    /* 5. this rank's part of the objective: L_align and L_hg by row owner, L_rec by
+     * molecule owner, the bank's loss by anchor owner; the reported terms are the sums
+     * of the parts (one allreduce) */
     mm_tape_scope(t, MM_SCOPE_LOSS);
     mm_tensor *total = NULL;
-    if (l_align) {
-        mm_tensor *r;
-        MM_CALL(mm_dist_replicated(t, d, l_align, &r));
-        MM_CALL(add_weighted(t, &total, r, L->w_align));
-    }
+    if (l_align) MM_CALL(add_weighted(t, &total, l_align, L->w_align));
     if (l_rec) MM_CALL(add_weighted(t, &total, l_rec, L->w_rec));
-    mm_tensor *rh;
-    MM_CALL(mm_dist_replicated(t, d, l_hg, &rh));
-    MM_CALL(add_weighted(t, &total, rh, L->w_hg));
+    MM_CALL(add_weighted(t, &total, l_hg, L->w_hg));
     MM_CALL(add_weighted(t, &total, l_mem, L->w_mem));
     o->loss_local = total;
+    double parts[MM_N_MODS + 1];
+    memcpy(parts, o->l_align_mod, sizeof o->l_align_mod);
+    parts[MM_N_MODS] = o->l_hg;
+    mm_tape_scope(t, MM_SCOPE_COMM);
+    MM_CALL(mm_dist_allreduce_double(d, parts, MM_N_MODS + 1));
+    memcpy(o->l_align_mod, parts, sizeof o->l_align_mod);
+    o->l_hg = parts[MM_N_MODS];
+    o->l_align = 0;
+    for (int q = 1; q < MM_N_MODS; q++) o->l_align += o->l_align_mod[q];
+    mm_tape_scope(t, MM_SCOPE_LOSS);
     o->total = L->w_align * o->l_align + L->w_rec * o->l_rec + L->w_hg * o->l_hg + L->w_mem * o->l_mem;
     return MM_OK;
 }

@@ -307,55 +307,70 @@ mm_status mm_bce_logits_masked(mm_tape *t, mm_tensor *logits, const mm_tensor *l
 
 /* ---- two-way cross-entropy over a similarity matrix (InfoNCE, CLIP) -------------------------- */
 
-/* loss = (CE_rows + CE_cols) / 2 over S = a b^T / tau, targets T [n, n] (NULL = the
- * identity, which is the symmetric InfoNCE):
+/* loss = (CE_rows + CE_cols) / 2 over S = A B^T / tau, A and B [n, d], targets T [n, n]
+ * (NULL = the identity, which is the symmetric InfoNCE):
  *   CE_rows = (1/n) sum_i sum_j T_ij (lse_row_i - S_ij),
  *   CE_cols = (1/n) sum_j sum_i T_ij (lse_col_j - S_ij).
+ * One call computes the rows row0 .. row0 + m - 1 of S (a = those rows of A, b = all of
+ * B) and returns their part of the loss, (1/2n) sum over its rows i and all j of
+ * T_ij (lse_row_i - S_ij + lse_col_j - S_ij); the parts of all row blocks add up to the
+ * loss. The column statistics (maxima, sums of exponentials, sums of T) span every row:
+ * `red` combines them over the blocks (NULL: this call holds every row).
  * dS_ij = (1/2n) (softmax_row_ij rsum_i + softmax_col_ij csum_j - 2 T_ij), with rsum/csum
- * the row/column sums of T; then da = dS b / tau, db = dS^T a / tau. */
+ * the row/column sums of T; then da = dS b / tau, db = dS^T a / tau. The column term of
+ * dS uses this part's incoming gradient for every part: the parts must be added with
+ * equal weights (they are: each rank adds its part to the objective with the loss weight). */
 typedef struct {
-    float *s;          /* [n, n] S; the backward overwrites it with dL/dS (it runs once) */
-    double *lse_r;     /* [n] logsumexp of each row of S */
-    double *lse_c;     /* [n] logsumexp of each column of S */
-    double *rsum;      /* [n] row sums of T, or NULL (identity: all 1) */
-    double *csum;      /* [n] column sums of T, or NULL */
-    const float *tgt;  /* [n, n] targets, or NULL (identity) */
+    float *s;          /* [m, n] S; the backward overwrites it with dL/dS (it runs once) */
+    double *lse_r;     /* [m] logsumexp of each row of S */
+    double *lse_c;     /* [n] logsumexp of each column of S (over every row block) */
+    double *rsum;      /* [m] row sums of T, or NULL (identity: all 1) */
+    double *csum;      /* [n] column sums of T (over every row block), or NULL */
+    const float *tgt;  /* [m, n] targets, or NULL (identity) */
+    int64_t n, row0;
     float tau;
 } pair_ctx;
+
+static inline double target_of(const pair_ctx *c, int64_t i, int64_t j)
+{
+    return c->tgt ? c->tgt[i * c->n + j] : (c->row0 + i == j ? 1.0 : 0.0);
+}
 
 static mm_status pair_backward(mm_node *nd)
 {
     pair_ctx *c = nd->ctx;
     mm_tensor *a = nd->in[0], *b = nd->in[1];
-    int64_t n = a->shape[0], d = a->shape[1];
+    int64_t m = a->shape[0], n = c->n, d = a->shape[1];
     double f = nd->out->grad[0] * 0.5 / (double)n;
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             double sij = c->s[i * n + j];
-            double tij = c->tgt ? c->tgt[i * n + j] : (i == j ? 1.0 : 0.0);
             double pr = exp(sij - c->lse_r[i]) * (c->rsum ? c->rsum[i] : 1.0);
             double pc = exp(sij - c->lse_c[j]) * (c->csum ? c->csum[j] : 1.0);
-            c->s[i * n + j] = (float)(f * (pr + pc - 2.0 * tij));
+            c->s[i * n + j] = (float)(f * (pr + pc - 2.0 * target_of(c, i, j)));
         }
     float it = 1.0f / c->tau;
-    if (a->grad) mm_sgemm(false, false, n, d, n, it, c->s, n, b->data, d, 1.0f, a->grad, d);
-    if (b->grad) mm_sgemm(true, false, n, d, n, it, c->s, n, a->data, d, 1.0f, b->grad, d);
+    if (m == 0) return MM_OK;
+    if (a->grad) mm_sgemm(false, false, m, d, n, it, c->s, n, b->data, d, 1.0f, a->grad, d);
+    if (b->grad) mm_sgemm(true, false, n, d, m, it, c->s, n, a->data, d, 1.0f, b->grad, d);
     return MM_OK;
 }
 
-static mm_status pair_loss(mm_tape *t, const char *op, mm_tensor *a, mm_tensor *b,
-                           const mm_tensor *targets, float tau, int64_t min_n, mm_tensor **out)
+static mm_status pair_loss_rows(mm_tape *t, const char *op, mm_tensor *a, mm_tensor *b, int64_t row0,
+                                const mm_tensor *targets, float tau, int64_t min_n, const mm_col_reducer *red,
+                                mm_tensor **out)
 {
-    if (a->ndim != 2 || !mm_same_shape(a, b)) SHAPE_ERR(op, a, b);
+    char sa[64], sb[64];
+    if (a->ndim != 2 || b->ndim != 2 || a->shape[1] != b->shape[1] || row0 < 0 || row0 + a->shape[0] > b->shape[0])
+        return MM_ERR(MM_ERR_ARG, "%s: rows %lld.. %s of A against B %s (need A's rows within B's)", op,
+                      (long long)row0, mm_shape_str(a, sa, sizeof sa), mm_shape_str(b, sb, sizeof sb));
     if (!(tau > 0.0f) || isinf(tau))
         return MM_ERR(MM_ERR_ARG, "%s: temperature %g must be positive and finite", op, (double)tau);
-    int64_t n = a->shape[0], d = a->shape[1];
-    if (targets && (targets->ndim != 2 || targets->shape[0] != n || targets->shape[1] != n)) {
-        char sa[64], sb[64];
+    int64_t m = a->shape[0], n = b->shape[0], d = a->shape[1];
+    if (targets && (targets->ndim != 2 || targets->shape[0] != m || targets->shape[1] != n))
         return MM_ERR(MM_ERR_ARG, "%s: targets %s, need [%lld, %lld] for inputs %s", op,
-                      mm_shape_str(targets, sa, sizeof sa), (long long)n, (long long)n,
+                      mm_shape_str(targets, sa, sizeof sa), (long long)m, (long long)n,
                       mm_shape_str(a, sb, sizeof sb));
-    }
     mm_tensor *in[2] = {a, b};
     mm_tensor *y;
     MM_CALL(scalar_out(t, 2, in, &y));
@@ -365,51 +380,79 @@ static mm_status pair_loss(mm_tape *t, const char *op, mm_tensor *a, mm_tensor *
     }
     pair_ctx *c;
     MM_CALL(mm_tape_alloc(t, sizeof *c, (void **)&c));
-    MM_CALL(mm_tape_alloc(t, (size_t)(n * n) * sizeof(float), (void **)&c->s));
-    MM_CALL(mm_tape_alloc(t, (size_t)n * sizeof(double), (void **)&c->lse_r));
+    MM_CALL(mm_tape_alloc(t, (size_t)((m ? m : 1) * n) * sizeof(float), (void **)&c->s));
+    MM_CALL(mm_tape_alloc(t, (size_t)(m ? m : 1) * sizeof(double), (void **)&c->lse_r));
     MM_CALL(mm_tape_calloc(t, (size_t)n * sizeof(double), (void **)&c->lse_c));
     c->tgt = targets ? targets->data : NULL;
     c->rsum = c->csum = NULL;
+    c->n = n;
+    c->row0 = row0;
     c->tau = tau;
     float *s = c->s;
-    mm_sgemm(false, true, n, n, d, 1.0f / tau, a->data, d, b->data, d, 0.0f, s, n);
+    if (m > 0) mm_sgemm(false, true, m, n, d, 1.0f / tau, a->data, d, b->data, d, 0.0f, s, n);
 
-    /* Column maxima first, then the column sums in one row-major sweep. */
+    /* Column maxima first (over every row block), then the column sums in one
+     * row-major sweep. */
     float *cmax;
     MM_CALL(mm_tape_alloc(t, (size_t)n * sizeof(float), (void **)&cmax));
     for (int64_t j = 0; j < n; j++) cmax[j] = -INFINITY;
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) cmax[j] = s[i * n + j] > cmax[j] ? s[i * n + j] : cmax[j];
-    for (int64_t i = 0; i < n; i++) {
+    if (red) MM_CALL(red->max_float(red->ctx, cmax, n));
+    for (int64_t i = 0; i < m; i++) {
         c->lse_r[i] = lse_row(s + i * n, n);
         for (int64_t j = 0; j < n; j++) c->lse_c[j] += exp((double)s[i * n + j] - cmax[j]);
+    }
+    if (targets) {
+        MM_CALL(mm_tape_alloc(t, (size_t)(m ? m : 1) * sizeof(double), (void **)&c->rsum));
+        MM_CALL(mm_tape_calloc(t, (size_t)n * sizeof(double), (void **)&c->csum));
+        for (int64_t i = 0; i < m; i++) {
+            double rs = 0.0;
+            for (int64_t j = 0; j < n; j++) {
+                rs += c->tgt[i * n + j];
+                c->csum[j] += c->tgt[i * n + j];
+            }
+            c->rsum[i] = rs;
+        }
+    }
+    if (red) {
+        MM_CALL(red->sum_double(red->ctx, c->lse_c, n));
+        if (c->csum) MM_CALL(red->sum_double(red->ctx, c->csum, n));
     }
     for (int64_t j = 0; j < n; j++) c->lse_c[j] = cmax[j] + log(c->lse_c[j]);
 
     double rows = 0.0, cols = 0.0;
     if (!targets) {
-        for (int64_t i = 0; i < n; i++) {
-            rows += c->lse_r[i] - s[i * n + i];
-            cols += c->lse_c[i] - s[i * n + i];
+        for (int64_t i = 0; i < m; i++) {
+            rows += c->lse_r[i] - s[i * n + row0 + i];
+            cols += c->lse_c[row0 + i] - s[i * n + row0 + i];
         }
     } else {
-        MM_CALL(mm_tape_alloc(t, (size_t)n * sizeof(double), (void **)&c->rsum));
-        MM_CALL(mm_tape_calloc(t, (size_t)n * sizeof(double), (void **)&c->csum));
-        for (int64_t i = 0; i < n; i++) {
-            double rs = 0.0;
+        for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) {
                 double tij = c->tgt[i * n + j];
                 rows += tij * (c->lse_r[i] - s[i * n + j]);
                 cols += tij * (c->lse_c[j] - s[i * n + j]);
-                rs += tij;
-                c->csum[j] += tij;
             }
-            c->rsum[i] = rs;
-        }
     }
     y->data[0] = (float)(0.5 * (rows + cols) / (double)n);
     MM_CALL(mm_tape_record(t, op, pair_backward, y, 2, in, c));
     *out = y;
+    return MM_OK;
+}
+
+static mm_status pair_loss(mm_tape *t, const char *op, mm_tensor *a, mm_tensor *b,
+                           const mm_tensor *targets, float tau, int64_t min_n, mm_tensor **out)
+{
+    if (a->ndim != 2 || !mm_same_shape(a, b)) SHAPE_ERR(op, a, b);
+    MM_CALL(pair_loss_rows(t, op, a, b, 0, targets, tau, min_n, NULL, out));
+    return MM_OK;
+}
+
+mm_status mm_info_nce_rows(mm_tape *t, mm_tensor *a, mm_tensor *b, int64_t row0, float tau,
+                           const mm_col_reducer *red, mm_tensor **out)
+{
+    MM_CALL(pair_loss_rows(t, "info_nce_rows", a, b, row0, NULL, tau, 2, red, out));
     return MM_OK;
 }
 
