@@ -1,13 +1,14 @@
-/* dataset_write.c: the collective writer of a dataset file, and the spool that lets a
- * producer hand it molecules chunk by chunk (see dataset.h).
+/* dataset_write.c: the collective writer of a dataset file (see dataset.h).
  *
- * Both entry points write from a `spool`: a rank's molecules as a sequence of chunks,
- * each chunk's columns (source rows, offsets, atom rows, ..., strings) back to back in
- * one unlinked file. mm_dataset_write wraps the caller's molecule set as a spool of one
- * chunk that stays in memory, so there is one writer, and the bytes of the file do not
- * depend on how the molecules were chunked: every dataset is created with its final
+ * Both entry points write from a spool (spool.c): a rank's molecules as a sequence of
+ * chunks, each chunk's columns (source rows, offsets, atom rows, ..., strings) back to
+ * back in one unlinked file. mm_dataset_write wraps the caller's molecule set as a spool
+ * of one chunk that stays in memory, so there is one writer, and the bytes of the file
+ * do not depend on how the molecules were chunked: every dataset is created with its final
  * shape (contiguous, allocated at creation) in the same order, and a chunk only decides
- * which rows one H5Dwrite call carries.
+ * which rows one H5Dwrite call carries. Nor on the rank count or the run: objects carry
+ * no creation times (untimed()), and rank 0 writes the strings in blocks of the same
+ * file rows (STR_BLOCK_ROWS) whoever sent them.
  *
  * Phases, each ending with every rank knowing the outcome:
  *  1. local checks and allocations, then one MPI_Allreduce of "ok" (so a rank that
@@ -24,7 +25,6 @@
  *     is their turn, one chunk at a time, and the attributes; renames; broadcasts the
  *     outcome. */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,238 +37,6 @@
 static size_t io_block_bytes = (size_t)256 << 20;
 
 void mm_dataset_set_io_block_bytes(size_t bytes) { io_block_bytes = bytes ? bytes : (size_t)256 << 20; }
-
-/* ---------------------------------------------------------------- spool */
-
-/* Columns of a chunk, in the order they follow each other in the spool file. */
-enum {
-    K_SOURCE_ROW, K_ATOM_OFF, K_ATOM_FEAT, K_BOND_OFF, K_BOND_INDEX, K_BOND_FEAT, K_XYZ, K_CONF_OK,
-    K_IMAGE, K_FP, K_LABELS, K_SMILES, K_SCAFFOLD, K_REJ_ROW, K_REJ_SMILES, K_REJ_REASON, K_COLS
-};
-/* String columns' bytes in chunk_ix.bytes */
-enum { S_SMILES, S_SCAFFOLD, S_REJ_SMILES, S_REJ_REASON, S_N };
-
-typedef struct chunk_ix {
-    int64_t n, atoms, bonds, rejects;
-    int64_t bytes[S_N];
-    int64_t pos;              /* file offset of the chunk's first column */
-} chunk_ix;
-
-struct mm_dataset_spool {
-    mm_molset layout;         /* modalities, image size and tasks; no molecules */
-    const mm_molset *mem;     /* a one-chunk view of a caller's set (mm_dataset_write), or NULL */
-    int fd;                   /* the unlinked spool file; -1 for a view */
-    char *path;               /* for messages */
-    chunk_ix *ix;             /* [cap_ix], n_ix used */
-    int64_t n_ix, cap_ix;
-    int64_t end;              /* bytes in the file */
-};
-
-/* Rows of column k in chunk c (bytes for strings; offsets: one per molecule, the
- * closing value is the chunk's atom or bond count). */
-static int64_t col_rows(const mm_molset *lay, const chunk_ix *c, int k)
-{
-    unsigned m = lay->modalities;
-    switch (k) {
-    case K_SOURCE_ROW: case K_ATOM_OFF: case K_BOND_OFF: return c->n;
-    case K_ATOM_FEAT: return c->atoms;
-    case K_BOND_INDEX: case K_BOND_FEAT: return c->bonds;
-    case K_XYZ: return (m & MM_MOD_CONFORMER) ? c->atoms : 0;
-    case K_CONF_OK: return (m & MM_MOD_CONFORMER) ? c->n : 0;
-    case K_IMAGE: return (m & MM_MOD_IMAGE) ? c->n : 0;
-    case K_FP: return (m & MM_MOD_FINGERPRINT) ? c->n : 0;
-    case K_LABELS: return (m & MM_MOD_LABELS) ? c->n : 0;
-    case K_SMILES: return c->bytes[S_SMILES];
-    case K_SCAFFOLD: return (m & MM_MOD_SCAFFOLD) ? c->bytes[S_SCAFFOLD] : 0;
-    case K_REJ_ROW: return c->rejects;
-    case K_REJ_SMILES: return c->bytes[S_REJ_SMILES];
-    case K_REJ_REASON: return c->bytes[S_REJ_REASON];
-    default: return 0;
-    }
-}
-
-static size_t col_row_bytes(const mm_molset *lay, int k)
-{
-    switch (k) {
-    case K_SOURCE_ROW: case K_ATOM_OFF: case K_BOND_OFF: case K_REJ_ROW: return sizeof(int64_t);
-    case K_ATOM_FEAT: return MM_DS_ATOM_FEATS;
-    case K_BOND_INDEX: return 2 * sizeof(int32_t);
-    case K_BOND_FEAT: return MM_DS_BOND_FEATS;
-    case K_XYZ: return 3 * sizeof(float);
-    case K_IMAGE: return mm_ds_image_bytes(lay->image_h, lay->image_w);
-    case K_FP: return MM_DS_FP_BYTES;
-    case K_LABELS: return (size_t)lay->n_tasks * sizeof(float);
-    default: return 1; /* conf_ok, strings */
-    }
-}
-
-/* Column k of a set in memory (offsets without their closing value). */
-static const void *col_ptr(const mm_molset *ms, int k)
-{
-    switch (k) {
-    case K_SOURCE_ROW: return ms->source_row;
-    case K_ATOM_OFF: return ms->atom_offset;
-    case K_ATOM_FEAT: return ms->atom_feat;
-    case K_BOND_OFF: return ms->bond_offset;
-    case K_BOND_INDEX: return ms->bond_index;
-    case K_BOND_FEAT: return ms->bond_feat;
-    case K_XYZ: return ms->xyz;
-    case K_CONF_OK: return ms->conf_ok;
-    case K_IMAGE: return ms->image;
-    case K_FP: return ms->fingerprint;
-    case K_LABELS: return ms->labels;
-    case K_SMILES: return ms->smiles.chars;
-    case K_SCAFFOLD: return ms->scaffold.chars;
-    case K_REJ_ROW: return ms->reject_row;
-    case K_REJ_SMILES: return ms->reject_smiles.chars;
-    case K_REJ_REASON: return ms->reject_reason.chars;
-    default: return NULL;
-    }
-}
-
-static chunk_ix chunk_of(const mm_molset *ms)
-{
-    chunk_ix c = {ms->n, ms->n_atoms, ms->n_bonds, ms->n_rejects,
-                  {ms->smiles.nbytes, ms->scaffold.nbytes, ms->reject_smiles.nbytes, ms->reject_reason.nbytes}, 0};
-    if (!(ms->modalities & MM_MOD_SCAFFOLD)) c.bytes[S_SCAFFOLD] = 0;
-    return c;
-}
-
-static int64_t col_pos(const mm_dataset_spool *s, const chunk_ix *c, int k)
-{
-    int64_t pos = c->pos;
-    for (int j = 0; j < k; j++) pos += col_rows(&s->layout, c, j) * (int64_t)col_row_bytes(&s->layout, j);
-    return pos;
-}
-
-static bool same_layout(const mm_molset *a, const mm_molset *b)
-{
-    if (a->modalities != b->modalities || a->n_tasks != b->n_tasks) return false;
-    if ((a->modalities & MM_MOD_IMAGE) && (a->image_h != b->image_h || a->image_w != b->image_w)) return false;
-    for (int t = 0; t < a->n_tasks; t++)
-        if (strcmp(a->task_names[t], b->task_names[t])) return false;
-    return true;
-}
-
-static mm_status layout_copy(const mm_molset *src, mm_molset *dst)
-{
-    mm_molset_opts o = {src->modalities, src->image_h, src->image_w, src->n_tasks,
-                        (const char *const *)src->task_names};
-    return mm_molset_init(dst, &o);
-}
-
-mm_status mm_dataset_spool_create(const char *path, const mm_molset *layout, mm_dataset_spool **out)
-{
-    MM_CHECK_ARG(path && layout && out, "mm_dataset_spool_create: NULL argument");
-    *out = NULL;
-    mm_dataset_spool *s = mm_calloc(1, sizeof *s);
-    if (!s) return MM_ERR(MM_ERR_NOMEM, "out of memory for the spool of %s", path);
-    s->fd = -1;
-    mm_status st = MM_OK;
-    s->path = mm_ds_strdup(path);
-    if (!s->path) {
-        st = MM_ERR(MM_ERR_NOMEM, "out of memory for the spool of %s", path);
-        goto done;
-    }
-    MM_CALL_GOTO(st, layout_copy(layout, &s->layout), done);
-    s->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (s->fd < 0) {
-        st = MM_ERR(MM_ERR_IO, "cannot create the spool file %s: %s", path, strerror(errno));
-        mm_error_hint("the molecules wait there until the dataset is written: the directory must be writable");
-        goto done;
-    }
-    unlink(path); /* the data stays reachable through fd; nothing is left behind, even after a crash */
-done:
-    if (st != MM_OK) {
-        mm_dataset_spool_free(&s);
-        return st;
-    }
-    *out = s;
-    return MM_OK;
-}
-
-void mm_dataset_spool_free(mm_dataset_spool **sp)
-{
-    if (!sp || !*sp) return;
-    mm_dataset_spool *s = *sp;
-    if (s->fd >= 0) close(s->fd);
-    mm_molset_free(&s->layout);
-    if (s->ix) mm_free_sized(s->ix, (size_t)s->cap_ix * sizeof *s->ix);
-    mm_ds_strfree(&s->path);
-    mm_free_sized(s, sizeof *s);
-    *sp = NULL;
-}
-
-static mm_status write_all(const mm_dataset_spool *s, const void *buf, int64_t bytes, int64_t pos)
-{
-    const char *p = buf;
-    while (bytes > 0) {
-        size_t want = bytes > ((int64_t)1 << 30) ? (size_t)1 << 30 : (size_t)bytes;
-        ssize_t got = pwrite(s->fd, p, want, (off_t)pos);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) {
-            mm_status e = MM_ERR(MM_ERR_IO, "cannot write the spool file %s (deleted while open): %s", s->path,
-                                 got < 0 ? strerror(errno) : "no progress");
-            mm_error_hint("is the disk of the output full? the spool needs about the size of the dataset");
-            return e;
-        }
-        p += got;
-        pos += got;
-        bytes -= got;
-    }
-    return MM_OK;
-}
-
-static mm_status read_all(const mm_dataset_spool *s, void *buf, int64_t bytes, int64_t pos)
-{
-    char *p = buf;
-    while (bytes > 0) {
-        size_t want = bytes > ((int64_t)1 << 30) ? (size_t)1 << 30 : (size_t)bytes;
-        ssize_t got = pread(s->fd, p, want, (off_t)pos);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0)
-            return MM_ERR(MM_ERR_IO, "cannot read back the spool file %s (deleted while open): %s", s->path,
-                          got < 0 ? strerror(errno) : "it is shorter than what was written");
-        p += got;
-        pos += got;
-        bytes -= got;
-    }
-    return MM_OK;
-}
-
-mm_status mm_dataset_spool_append(mm_dataset_spool *s, const mm_molset *chunk)
-{
-    MM_CHECK_ARG(s && chunk && s->fd >= 0, "mm_dataset_spool_append: NULL argument");
-    if (!same_layout(&s->layout, chunk))
-        return MM_ERR(MM_ERR_ARG, "spool %s: a chunk with another layout (modalities, image size or tasks)", s->path);
-    if (mm_molset_validate(chunk) != MM_OK) {
-        char why[600];
-        snprintf(why, sizeof why, "%s", mm_error_message());
-        return MM_ERR(MM_ERR_ARG, "spool %s: %s", s->path, why);
-    }
-    if (chunk->n == 0 && chunk->n_rejects == 0) return MM_OK;
-    if (s->n_ix == s->cap_ix) {
-        int64_t cap = s->cap_ix ? 2 * s->cap_ix : 64;
-        chunk_ix *ix = mm_malloc((size_t)cap * sizeof *ix);
-        if (!ix) return MM_ERR(MM_ERR_NOMEM, "out of memory for the index of the spool %s", s->path);
-        if (s->ix) {
-            memcpy(ix, s->ix, (size_t)s->n_ix * sizeof *ix);
-            mm_free_sized(s->ix, (size_t)s->cap_ix * sizeof *s->ix);
-        }
-        s->ix = ix;
-        s->cap_ix = cap;
-    }
-    chunk_ix c = chunk_of(chunk);
-    c.pos = s->end;
-    for (int k = 0; k < K_COLS; k++) {
-        int64_t bytes = col_rows(&s->layout, &c, k) * (int64_t)col_row_bytes(&s->layout, k);
-        if (bytes == 0) continue;
-        MM_CALL(write_all(s, col_ptr(chunk, k), bytes, col_pos(s, &c, k)));
-    }
-    s->end = col_pos(s, &c, K_COLS);
-    s->ix[s->n_ix++] = c;
-    return MM_OK;
-}
 
 /* ---------------------------------------------------------------- writer state */
 
@@ -287,9 +55,9 @@ typedef struct writer {
     const char *path;
     const mm_dataset_spool *sp;
     const mm_molset *ms;      /* sp->layout: modalities, image size, tasks */
-    const chunk_ix *ix;       /* [n_ix] the spool's chunks, or one empty chunk */
+    const mm_spool_chunk *ix;       /* [n_ix] the spool's chunks, or one empty chunk */
     int64_t n_ix;
-    chunk_ix empty;
+    mm_spool_chunk empty;
     const mm_dataset_meta *meta;
     bool mpi;
     mm_dist d;
@@ -340,13 +108,13 @@ static mm_status reserve_scratch(writer *w, size_t bytes)
  * or into the scratch block read back from the spool. */
 static mm_status fetch(writer *w, int k, int64_t c, int64_t first, int64_t cnt, const char **out)
 {
-    size_t rb = col_row_bytes(w->ms, k);
+    size_t rb = mm_spool_row_bytes(w->ms, k);
     if (w->sp->mem) {
-        *out = (const char *)col_ptr(w->sp->mem, k) + (size_t)first * rb;
+        *out = (const char *)mm_spool_col_ptr(w->sp->mem, k) + (size_t)first * rb;
         return MM_OK;
     }
     MM_CALL(reserve_scratch(w, (size_t)cnt * rb));
-    MM_CALL(read_all(w->sp, w->scratch, cnt * (int64_t)rb, col_pos(w->sp, &w->ix[c], k) + first * (int64_t)rb));
+    MM_CALL(mm_spool_read(w->sp, w->scratch, cnt * (int64_t)rb, mm_spool_col_pos(w->sp, &w->ix[c], k) + first * (int64_t)rb));
     *out = w->scratch;
     return MM_OK;
 }
@@ -366,16 +134,16 @@ static mm_status local_prepare(writer *w, int64_t mine[I_LEN])
     }
     memset(mine, 0, I_LEN * sizeof *mine);
     for (int64_t c = 0; c < w->n_ix; c++) {
-        const chunk_ix *x = &w->ix[c];
+        const mm_spool_chunk *x = &w->ix[c];
         mine[I_N] += x->n;
         mine[I_A] += x->atoms;
         mine[I_B] += x->bonds;
         mine[I_R] += x->rejects;
         mine[I_SMILES_BYTES] += x->bytes[S_SMILES];
-        mine[I_SCAF_BYTES] += col_rows(ms, x, K_SCAFFOLD);
+        mine[I_SCAF_BYTES] += mm_spool_col_rows(ms, x, K_SCAFFOLD);
         mine[I_RSMILES_BYTES] += x->bytes[S_REJ_SMILES];
         mine[I_RREASON_BYTES] += x->bytes[S_REJ_REASON];
-        const int64_t piece[5] = {x->bytes[S_SMILES], col_rows(ms, x, K_SCAFFOLD), x->rejects * (int64_t)sizeof(int64_t),
+        const int64_t piece[5] = {x->bytes[S_SMILES], mm_spool_col_rows(ms, x, K_SCAFFOLD), x->rejects * (int64_t)sizeof(int64_t),
                                   x->bytes[S_REJ_SMILES], x->bytes[S_REJ_REASON]};
         for (int j = 0; j < 5; j++)
             if (piece[j] > mine[I_MAX_SMILES + j]) mine[I_MAX_SMILES + j] = piece[j];
@@ -451,7 +219,7 @@ typedef struct part {
 /* Rows of part p in chunk c; the closing offset belongs to the last chunk of the last rank. */
 static int64_t part_rows(const writer *w, const part *p, int64_t c)
 {
-    int64_t rows = col_rows(w->ms, &w->ix[c], p->col);
+    int64_t rows = mm_spool_col_rows(w->ms, &w->ix[c], p->col);
     if (p->offsets && w->rank == w->size - 1 && c == w->n_ix - 1) rows++;
     return rows;
 }
@@ -483,7 +251,7 @@ static mm_status part_block(writer *w, const part *p, int64_t c, int64_t first, 
         *out = src;
         return MM_OK;
     }
-    const chunk_ix *x = &w->ix[c];
+    const mm_spool_chunk *x = &w->ix[c];
     int64_t stored = cnt, closing = p->offsets == 1 ? x->atoms : x->bonds;
     if (first + stored > x->n) stored = x->n - first; /* the closing value is not stored */
     /* rebased in the scratch (the caller's set is const); reserved first, so that the
@@ -684,7 +452,7 @@ static int64_t column_bytes(const writer *w, const column *c, int r)
 }
 
 /* Rows of column c in chunk k (molecules or rejects). */
-static int64_t piece_rows(const column *c, const chunk_ix *x) { return c->count_key == I_N ? x->n : x->rejects; }
+static int64_t piece_rows(const column *c, const mm_spool_chunk *x) { return c->count_key == I_N ? x->n : x->rejects; }
 
 /* Non-root ranks: wait for rank 0's token, then send each chunk's piece as (rows, bytes)
  * and the bytes (token 0 = rank 0 failed, skip). A spool that cannot be read sends
@@ -697,8 +465,8 @@ static mm_status serve_column(writer *w, const column *c)
     W_MPI(MPI_Recv(&go, 1, MPI_INT, 0, TAG_TOKEN, w->d.comm, MPI_STATUS_IGNORE));
     if (!go) goto done;
     for (int64_t k = 0; k < w->n_ix && read_st == MM_OK; k++) {
-        int64_t rows = piece_rows(c, &w->ix[k]), n_col = col_rows(w->ms, &w->ix[k], c->col);
-        int64_t bytes = n_col * (int64_t)col_row_bytes(w->ms, c->col);
+        int64_t rows = piece_rows(c, &w->ix[k]), n_col = mm_spool_col_rows(w->ms, &w->ix[k], c->col);
+        int64_t bytes = n_col * (int64_t)mm_spool_row_bytes(w->ms, c->col);
         if (rows == 0) continue;
         const char *src = NULL;
         read_st = fetch(w, c->col, k, 0, n_col, &src);
@@ -827,14 +595,14 @@ static mm_status gather_column(writer *w, hid_t file, const column *c, mm_status
         if (dset < 0) st = MM_H5ERR(MM_ERR_IO, "%s: cannot create dataset %s", w->tmp, c->name);
     }
     hid_t mtype = c->is_string ? type : H5T_NATIVE_INT64;
-    const size_t rb = col_row_bytes(w->ms, c->col);
+    const size_t rb = mm_spool_row_bytes(w->ms, c->col);
     block blk = {NULL, 0, 0, 0, 0};
     for (int r = 0; r < w->size; r++) {
         int64_t want = info_of(w, r, c->count_key), bytes = column_bytes(w, c, r);
         if (bytes == 0) continue;
         if (r == 0) {
             for (int64_t k = 0; k < w->n_ix && st == MM_OK; k++) {
-                int64_t rows = piece_rows(c, &w->ix[k]), n_col = col_rows(w->ms, &w->ix[k], c->col);
+                int64_t rows = piece_rows(c, &w->ix[k]), n_col = mm_spool_col_rows(w->ms, &w->ix[k], c->col);
                 if (rows == 0) continue;
                 const char *src = NULL;
                 st = fetch(w, c->col, k, 0, n_col, &src);
@@ -1044,7 +812,7 @@ mm_status mm_dataset_write(const char *path, MPI_Comm comm, const mm_molset *loc
     view.layout = *local;
     view.mem = local;
     view.fd = -1;
-    chunk_ix one = chunk_of(local);
+    mm_spool_chunk one = mm_spool_chunk_of(local);
     view.ix = &one;
     view.n_ix = 1;
     return write_from(path, comm, &view, meta);

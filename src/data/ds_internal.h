@@ -70,4 +70,44 @@ mm_status mm_h5_read_attr_i64(hid_t obj, const char *obj_name, const char *name,
 mm_status mm_h5_read_strings(hid_t dset, hid_t memspace, hid_t filespace, hid_t dxpl, int64_t n,
                              mm_strings *out, const char *path, const char *dname);
 
+
+/* ---- spool (spool.c; the writer reads it in dataset_write.c) */
+
+/* Columns of a chunk, in the order they follow each other in the spool file. */
+enum {
+    K_SOURCE_ROW, K_ATOM_OFF, K_ATOM_FEAT, K_BOND_OFF, K_BOND_INDEX, K_BOND_FEAT, K_XYZ, K_CONF_OK,
+    K_IMAGE, K_FP, K_LABELS, K_SMILES, K_SCAFFOLD, K_REJ_ROW, K_REJ_SMILES, K_REJ_REASON, K_COLS
+};
+/* String columns' bytes in mm_spool_chunk.bytes */
+enum { S_SMILES, S_SCAFFOLD, S_REJ_SMILES, S_REJ_REASON, S_N };
+
+typedef struct mm_spool_chunk {
+    int64_t n, atoms, bonds, rejects;
+    int64_t bytes[S_N];
+    int64_t pos;              /* file offset of the chunk's first column */
+} mm_spool_chunk;
+
+struct mm_dataset_spool {
+    mm_molset layout;         /* modalities, image size and tasks; no molecules */
+    const mm_molset *mem;     /* a one-chunk view of a caller's set (mm_dataset_write), or NULL */
+    int fd;                   /* the unlinked spool file; -1 for a view */
+    char *path;               /* for messages */
+    mm_spool_chunk *ix;       /* [cap_ix], n_ix used */
+    int64_t n_ix, cap_ix;
+    int64_t end;              /* bytes in the file */
+};
+
+/* Rows of column k in chunk c (bytes for strings; offsets: one per molecule, the
+ * closing value, the chunk's atom or bond count, is not stored). */
+int64_t mm_spool_col_rows(const mm_molset *layout, const mm_spool_chunk *c, int k);
+size_t mm_spool_row_bytes(const mm_molset *layout, int k);
+/* Column k of a set in memory. */
+const void *mm_spool_col_ptr(const mm_molset *ms, int k);
+/* The counts of a set in memory as a chunk (pos 0). */
+mm_spool_chunk mm_spool_chunk_of(const mm_molset *ms);
+/* Where column k of chunk c starts in the spool file. */
+int64_t mm_spool_col_pos(const mm_dataset_spool *s, const mm_spool_chunk *c, int k);
+/* Reads `bytes` bytes at `pos` of the spool file. */
+mm_status mm_spool_read(const mm_dataset_spool *s, void *buf, int64_t bytes, int64_t pos);
+
 #endif
