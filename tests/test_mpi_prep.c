@@ -470,7 +470,10 @@ static void test_chunks(void **state)
             cc.output.chunk_molecules = chunk[3 - k];
             snprintf(cc.output.path, sizeof cc.output.path, "%s", path_of(name));
             mm_prep_result r;
+            /* chunks of 3 also in H5Dwrite rounds of 8 bytes (one row of most datasets), which split chunks */
+            if (chunk[3 - k] == 3) mm_dataset_set_io_block_bytes(8);
             assert_int_equal(run(&cc, mode == 0 ? D.comm : mode == 1 ? solo : c3, &r, NULL), MM_OK);
+            mm_dataset_set_io_block_bytes(0);
             int64_t held = mode == 0 ? share : mode == 1 ? 14 : 5;
             assert_int_equal(r.held_max, held < chunk[3 - k] ? held : chunk[3 - k]);
             assert_int_equal(r.written, whole.written);
