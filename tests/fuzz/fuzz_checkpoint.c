@@ -5,8 +5,11 @@
  * input's first bytes. The seeds are checkpoints of a 3-step mmsa_pretrain run of this
  * job (tests/README.md says how to make them again). Property (checkpoint.h): a corrupt,
  * truncated or foreign file is MM_ERR_IO or MM_ERR_FORMAT with a message naming the
- * file, never a crash; the model's allocations stay valid after a failed read. */
+ * file, never a crash; the model's allocations stay valid after a failed read; no HDF5
+ * object is left open. */
 #include <stdbool.h>
+
+#include <hdf5.h>
 
 #include "fuzz_common.h"
 #include "mmsa/checkpoint.h"
@@ -129,5 +132,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_ASSERT(st == MM_OK || st == MM_ERR_FORMAT || st == MM_ERR_IO || st == MM_ERR_ARG);
     if (st == MM_OK && found) FUZZ_ASSERT(strncmp(found_path, dir, strlen(dir)) == 0);
     mm_error_clear();
+    /* Every HDF5 object the reader opened is closed again, also on the error paths. */
+    ssize_t open_ids = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
+    if (open_ids != 0) fprintf(stderr, "%zd HDF5 objects left open\n", open_ids);
+    FUZZ_ASSERT(open_ids == 0);
     return 0;
 }

@@ -4,7 +4,10 @@
  * then the inspect summary. Serial (MPI_COMM_NULL), as --inspect runs. The input is the
  * file. Property (dataset.h): a malformed file is MM_ERR_IO or MM_ERR_FORMAT with a
  * message, never a crash, and whatever a read returns passed validation. Crashes inside
- * libhdf5 itself on corrupt metadata are noted in tests/README.md. */
+ * libhdf5 itself on corrupt metadata are noted in tests/README.md. After every input no
+ * HDF5 object (file, group, dataset, attribute, type) is left open. */
+#include <hdf5.h>
+
 #include "fuzz_common.h"
 #include "mmsa/dataset.h"
 
@@ -66,5 +69,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mm_dataset_close(&ds);
     }
     expect_file_error(mm_dataset_inspect(path, sink, 5));
+    /* Every HDF5 object the reader opened is closed again, also on the error paths. */
+    ssize_t open_ids = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
+    if (open_ids != 0) fprintf(stderr, "%zd HDF5 objects left open\n", open_ids);
+    FUZZ_ASSERT(open_ids == 0);
     return 0;
 }

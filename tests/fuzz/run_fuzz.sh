@@ -42,10 +42,13 @@ for t in "$@"; do
             "$scratch" "$seeds" >"$log" 2>&1
         rc=$?
         execs=$(grep -a 'stat::number_of_executed_units' "$log" | tail -n 1 | sed 's/.*: *//')
+        # -fork=1 (the HDF5 targets, see their .options): the parent's last "#N: cov: ..." line
+        [ -n "$execs" ] || execs=$(grep -a '^#[0-9]*: cov' "$log" | tail -n 1 | sed 's/^#\([0-9]*\):.*/\1/')
         secs=$(grep -a '^#[0-9].*DONE\|^Done [0-9]* runs in' "$log" | tail -n 1 | sed 's/.*in \([0-9]*\) second.*/\1/')
         corpus=$(grep -a '^#[0-9]' "$log" | tail -n 1 | sed -n 's/.*corp: \([0-9]*\).*/\1/p')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$(date -u +%FT%TZ)" "${secs:-$FUZZ_S}" "${execs:-?}" \
-            "${corpus:-?}" "rc=$rc" >>"$FUZZ_BUILD/fuzz-stats.tsv"
+        crashes_n=$(find "$crashes" -type f | wc -l)
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$(date -u +%FT%TZ)" "${secs:-$FUZZ_S}" "${execs:-?}" \
+            "${corpus:-?}" "rc=$rc" "artifacts=$crashes_n" >>"$FUZZ_BUILD/fuzz-stats.tsv"
         tail -n 12 "$log"
         [ "$rc" -eq 0 ] || failed="$failed $t"
         ;;
