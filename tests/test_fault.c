@@ -90,6 +90,19 @@ static int log_lines(const char *run)
     return n;
 }
 
+/* The peak_rss_mib of the first line of run_dir/log.jsonl (-1 if absent). */
+static double first_peak_rss(const char *run)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/log.jsonl", run);
+    char *s = slurp(path, NULL);
+    if (!s) return -1;
+    char *p = strstr(s, "\"peak_rss_mib\": ");
+    double v = p ? atof(p + strlen("\"peak_rss_mib\": ")) : -1;
+    free(s);
+    return v;
+}
+
 /* The checkpoint file named by run_dir/checkpoints/latest ("" if none) and its step,
  * parsed from the name step_<N>.h5; -1 if there is no complete checkpoint. */
 static long long latest_checkpoint(const char *run, char *name, size_t n)
@@ -362,6 +375,11 @@ static void test_killed_rank_brings_job_down_and_rerun_resumes(void **state)
     int logged_before = log_lines(c.run);
     printf("  killing rank %d (pid %d) after %d logged steps, latest checkpoint %s\n", victim.rank, (int)victim.pid,
            logged_before, ck);
+    /* the log says how much memory the largest rank holds (a rank maps Open MPI, HDF5
+     * and Open Babel: tens of MiB at least) */
+    double rss = first_peak_rss(c.run);
+    printf("  peak RSS of the largest rank at the first step: %.1f MiB\n", rss);
+    assert_true(rss > 10 && rss < 4096);
     assert_int_equal(kill(victim.pid, SIGKILL), 0);
 
     int status = 0;

@@ -29,6 +29,9 @@ void mm_free_sized(void *p, size_t n);
 
 /* Bytes currently allocated through the default allocator (for leak tests). */
 size_t mm_alloc_live_bytes(void);
+/* Peak resident set size of this process in MiB (VmHWM of /proc/self/status), -1 where
+ * the system does not say. */
+double mm_peak_rss_mib(void);
 
 /* Status-returning helper: *out = mm_calloc(count, size) or MM_ERR_NOMEM. */
 mm_status mm_alloc_zero(size_t count, size_t size, void **out);

@@ -1,6 +1,7 @@
 /* alloc.c: default allocator (aligned, with a live-byte count) and the arena. */
 #include "mmsa/alloc.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,18 @@ void mm_get_allocator(mm_alloc_fn *fn, void **ud)
 }
 
 size_t mm_alloc_live_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
+
+double mm_peak_rss_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
+    fclose(f);
+    return kb < 0 ? -1 : kb / 1024.0;
+}
 
 void *mm_malloc(size_t n) { return n ? alloc_fn(alloc_ud, NULL, 0, n) : NULL; }
 

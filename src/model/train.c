@@ -294,21 +294,24 @@ static void fmt_hms(double s, char *buf, size_t n)
     snprintf(buf, n, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
 }
 
-static void log_step(mm_trainer *tr, const mm_step_report *r)
+/* Collective (the largest peak RSS over the ranks); rank 0 writes the line. */
+static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
 {
     double t = now();
     double mps = (double)(tr->step - tr->step_last_log) * tr->job.train.batch_size / fmax(t - tr->t_last_log, 1e-9);
     tr->t_last_log = t;
     tr->step_last_log = tr->step;
-    if (tr->d->rank != 0) return;
+    double rss = mm_peak_rss_mib();
+    if (tr->d->size > 1) MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_DOUBLE, MPI_MAX, tr->d->comm));
+    if (tr->d->rank != 0) return MM_OK;
     fprintf(tr->log,
             "{\"step\": %lld, \"epoch\": %lld, \"lr\": %.6g, \"loss\": %.6f, \"l_align\": %.6f, "
             "\"l_align_conformer\": %.6f, \"l_align_image\": %.6f, \"l_align_fingerprint\": %.6f, \"l_rec\": %.6f, "
             "\"l_hg\": %.6f, \"l_mem\": %.6f, \"grad_norm\": %.6g, \"mol_per_s\": %.2f, \"anchors_in_use\": %lld, "
-            "\"assign_entropy\": %.4f, \"ranks\": %d, \"elapsed_s\": %.2f, \"comm_bytes\": {",
+            "\"assign_entropy\": %.4f, \"ranks\": %d, \"elapsed_s\": %.2f, \"peak_rss_mib\": %.1f, \"comm_bytes\": {",
             (long long)r->step + 1, (long long)r->epoch, (double)r->lr, r->loss, r->l_align, r->l_align_mod[1],
             r->l_align_mod[2], r->l_align_mod[3], r->l_rec, r->l_hg, r->l_mem, r->grad_norm, mps,
-            (long long)r->bank.anchors_hit, r->bank.entropy, tr->d->size, t - tr->t_start);
+            (long long)r->bank.anchors_hit, r->bank.entropy, tr->d->size, t - tr->t_start, rss);
     for (int k = 0; k < MM_COMM_KINDS; k++)
         fprintf(tr->log, "%s\"%s\": %.0f", k ? ", " : "", mm_comm_kind_names[k], r->comm_bytes[k]);
     fprintf(tr->log, "}}\n");
@@ -321,6 +324,7 @@ static void log_step(mm_trainer *tr, const mm_step_report *r)
                 (long long)tr->step, (long long)tr->total_steps, 100.0 * (double)tr->step / (double)tr->total_steps,
                 r->loss, r->l_align, r->l_rec, r->l_hg, r->l_mem, (double)r->lr, mps, eta);
     }
+    return MM_OK;
 }
 
 mm_status mm_trainer_run(mm_trainer *tr, int64_t max_steps)
@@ -331,7 +335,7 @@ mm_status mm_trainer_run(mm_trainer *tr, int64_t max_steps)
     mm_step_report rep;
     while (tr->step < stop) {
         MM_CALL(mm_trainer_step(tr, &rep));
-        if (tr->step % tr->job.train.log_every == 0 || tr->step == stop) log_step(tr, &rep);
+        if (tr->step % tr->job.train.log_every == 0 || tr->step == stop) MM_CALL(log_step(tr, &rep));
         if (every > 0 && tr->step % every == 0 && tr->step < stop) MM_CALL(mm_trainer_checkpoint(tr));
     }
     MM_CALL(mm_trainer_checkpoint(tr));
