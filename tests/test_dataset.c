@@ -479,6 +479,18 @@ static void edit_format_attr(hid_t f)
     H5Tclose(t);
 }
 
+/* n_molecules far beyond any file (found by tests/fuzz/fuzz_dataset: N + 1 overflowed) */
+static void edit_n_molecules_huge(hid_t f)
+{
+    hid_t s = H5Screate(H5S_SCALAR);
+    assert_true(H5Adelete(f, "n_molecules") >= 0);
+    hid_t a = H5Acreate2(f, "n_molecules", H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    const int64_t v = INT64_MAX;
+    assert_true(H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
 static void replace_dataset(hid_t f, const char *name, hid_t type, int nd, const hsize_t *dims)
 {
     assert_true(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
@@ -597,6 +609,8 @@ static void test_corrupt_inputs_give_named_errors(void **state)
     expect_open_fails(edited_copy("no-conformer-ok.h5", edit_delete_conformer_ok), MM_ERR_FORMAT,
                       "/conformer/ok", NULL);
     expect_open_fails(edited_copy("no-tasks.h5", edit_delete_tasks), MM_ERR_FORMAT, "tasks", "missing");
+    expect_open_fails(edited_copy("n-molecules-huge.h5", edit_n_molecules_huge), MM_ERR_FORMAT,
+                      "n_molecules is 9223372036854775807", "expected 0..2^59");
 
     /* a bond pointing outside its molecule: the file opens, reading that molecule fails */
     const char *bad_bond = edited_copy("bond-outside.h5", edit_bond_outside_molecule);

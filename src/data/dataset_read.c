@@ -74,9 +74,11 @@ void mm_dataset_close(mm_dataset **pds)
     for (int i = 0; i < D_COUNT; i++) mm_h5_close_dset(&ds->dset[i]);
     mm_h5_close_plist(&ds->dxpl);
     if (ds->file >= 0) H5Fclose(ds->file);
-    size_t ob = (size_t)(ds->info.n_molecules + 1) * sizeof(int64_t);
-    if (ds->atom_offset) mm_free_sized(ds->atom_offset, ob);
-    if (ds->bond_offset) mm_free_sized(ds->bond_offset, ob);
+    if (ds->atom_offset || ds->bond_offset) { /* n_molecules is then the validated row count */
+        size_t ob = (size_t)(ds->info.n_molecules + 1) * sizeof(int64_t);
+        if (ds->atom_offset) mm_free_sized(ds->atom_offset, ob);
+        if (ds->bond_offset) mm_free_sized(ds->bond_offset, ob);
+    }
     info_free(&ds->info);
     if (ds->mpi) mm_dist_destroy(&ds->d);
     mm_free_sized(ds, sizeof *ds);
@@ -147,6 +149,12 @@ static mm_status read_attributes(mm_dataset *ds)
                       (long long)in->version, MM_DATASET_VERSION);
     MM_CALL(mm_h5_read_attr_i64(ds->file, "/", "n_molecules", p, &present, &in->n_molecules));
     if (!present) return MM_ERR(MM_ERR_FORMAT, "%s: root attribute n_molecules is missing", p);
+    if (in->n_molecules < 0 || in->n_molecules > INT64_MAX / 16) { /* N + 1 offsets must stay countable */
+        mm_status e = MM_ERR(MM_ERR_FORMAT, "%s: root attribute n_molecules is %lld, expected 0..2^59", p,
+                             (long long)in->n_molecules);
+        in->n_molecules = 0;
+        return e;
+    }
     MM_CALL(mm_h5_read_attr_str(ds->file, "/", "featurizer", false, p, &in->featurizer));
     MM_CALL(mm_h5_read_attr_str(ds->file, "/", "source", false, p, &in->source));
     MM_CALL(mm_h5_read_attr_str(ds->file, "/", "source_sha256", false, p, &in->source_sha256));

@@ -181,7 +181,10 @@ mm_status mm_h5_read_attr_strs(hid_t obj, const char *obj_name, const char *name
     mt = H5Tcopy(H5T_C_S1);
     if (mt < 0 || H5Tset_size(mt, vl > 0 ? H5T_VARIABLE : fixed) < 0 ||
         H5Tset_cset(mt, H5Tget_cset(ft)) < 0 || (vl <= 0 && H5Tset_strpad(mt, H5T_STR_NULLPAD) < 0)) {
-        st = MM_H5ERR(MM_ERR_INTERNAL, "%s: cannot make a memory type for attribute %s", path, name);
+        /* the memory type copies the file's size and character set: a file type HDF5 will
+         * not copy is a malformed file */
+        st = MM_H5ERR(MM_ERR_FORMAT, "%s: attribute %s of %s has a string type that cannot be read", path, name,
+                      obj_name);
         goto done;
     }
     buf_bytes = (size_t)(n ? n : 1) * (vl > 0 ? sizeof(char *) : fixed);
@@ -292,7 +295,7 @@ mm_status mm_h5_read_strings(hid_t dset, hid_t memspace, hid_t filespace, hid_t 
     mt = H5Tcopy(H5T_C_S1);
     if (mt < 0 || H5Tset_size(mt, vl > 0 ? H5T_VARIABLE : fixed) < 0 ||
         H5Tset_cset(mt, H5Tget_cset(ft)) < 0 || (vl <= 0 && H5Tset_strpad(mt, H5T_STR_NULLPAD) < 0)) {
-        st = MM_H5ERR(MM_ERR_INTERNAL, "%s: cannot make a memory type for /%s", path, dname);
+        st = MM_H5ERR(MM_ERR_FORMAT, "%s: dataset /%s has a string type that cannot be read", path, dname);
         goto done;
     }
     if (n > 0) {

@@ -23,6 +23,8 @@ export LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0${LSAN_OPT
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 # Optional per-target options, e.g. a dictionary: tests/fuzz/<target>.options holds flags.
 opts() { [ -f "$here/$1.options" ] && cat "$here/$1.options"; }
+# the smoke run replays inputs once: no -fork and no -ignore_* (they would start a fuzzing run)
+replay_opts() { opts "$1" | tr ' ' '\n' | grep -v '^-fork=\|^-ignore_' | tr '\n' ' '; }
 failed=""
 for t in "$@"; do
     bin=$FUZZ_BUILD/fuzz/$t
@@ -36,6 +38,7 @@ for t in "$@"; do
         mkdir -p "$scratch" "$crashes" "$FUZZ_BUILD/logs"
         log=$FUZZ_BUILD/logs/$t-$(date +%Y%m%d-%H%M%S).log
         echo "== $t: $FUZZ_S s, log $log"
+        start=$(date +%s)
         # shellcheck disable=SC2046
         nice -n 19 "$bin" -max_total_time="$FUZZ_S" -timeout=10 -rss_limit_mb=2560 \
             -print_final_stats=1 -artifact_prefix="$crashes/" $(opts "$t") \
@@ -44,10 +47,13 @@ for t in "$@"; do
         execs=$(grep -a 'stat::number_of_executed_units' "$log" | tail -n 1 | sed 's/.*: *//')
         # -fork=1 (the HDF5 targets, see their .options): the parent's last "#N: cov: ..." line
         [ -n "$execs" ] || execs=$(grep -a '^#[0-9]*: cov' "$log" | tail -n 1 | sed 's/^#\([0-9]*\):.*/\1/')
-        secs=$(grep -a '^#[0-9].*DONE\|^Done [0-9]* runs in' "$log" | tail -n 1 | sed 's/.*in \([0-9]*\) second.*/\1/')
+        # libFuzzer's own time ("Done N runs in S second(s)", or a forked run's "exiting: .. time: Ss");
+        # a run a crash ended has neither: then the wall time, MPI start-up included
+        secs=$(grep -a '^Done [0-9]* runs in\|^INFO: exiting: .* time: ' "$log" | tail -n 1 | sed -n 's/.*in \([0-9]*\) second.*/\1/p; s/.*time: \([0-9]*\)s.*/\1/p')
+        [ -n "$secs" ] || secs=$(( $(date +%s) - start ))
         corpus=$(grep -a '^#[0-9]' "$log" | tail -n 1 | sed -n 's/.*corp: \([0-9]*\).*/\1/p')
         crashes_n=$(find "$crashes" -type f | wc -l)
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$(date -u +%FT%TZ)" "${secs:-$FUZZ_S}" "${execs:-?}" \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$(date -u +%FT%TZ)" "$secs" "${execs:-?}" \
             "${corpus:-?}" "rc=$rc" "artifacts=$crashes_n" >>"$FUZZ_BUILD/fuzz-stats.tsv"
         tail -n 12 "$log"
         [ "$rc" -eq 0 ] || failed="$failed $t"
@@ -56,9 +62,9 @@ for t in "$@"; do
         log=$(mktemp)
         # -runs=0: every input of the directories once, then stop.
         # shellcheck disable=SC2046
-        if "$bin" -runs=0 -timeout=10 -rss_limit_mb=2560 -artifact_prefix="${TMPDIR:-/tmp}/" $(opts "$t") \
+        if "$bin" -runs=0 -timeout=10 -rss_limit_mb=2560 -artifact_prefix="${TMPDIR:-/tmp}/" $(replay_opts "$t") \
             "$seeds" $regress >"$log" 2>&1; then
-            echo "ok   $t ($(grep -a -c . "$seeds"/* $regress 2>/dev/null | wc -l) inputs)"
+            echo "ok   $t ($(find "$seeds" $regress -type f | wc -l) inputs)"
         else
             echo "FAIL $t"; tail -n 40 "$log"; failed="$failed $t"
         fi
