@@ -1,6 +1,7 @@
 /* MPI tests of prep.h (the library behind mmsa_prep): bad input rows rejected with their
  * row and reason, non-numeric label cells kept as NaN and reported, quoted CSV fields;
- * the same file from 1 rank and from all ranks (with 3D conformers and rejects); errors
+ * the same file from 1 rank and from all ranks (with 3D conformers and rejects); the same
+ * bytes whatever the chunk size (output.chunk_molecules), with at most a chunk held; errors
  * (missing input, unwritable output, unknown column, one rank running out of memory)
  * reach every rank and leave no file; --inspect; BACE's `mol` column found by itself;
  * an SD input keeping its 3D coordinates; the example YAML; the binary's --help and a
