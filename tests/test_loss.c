@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "gradcheck.h"
+#include "mmsa/index_ops.h"
 #include "mmsa/loss.h"
 #include "mmsa/ops.h"
 
@@ -444,6 +445,42 @@ static void test_clip_soft_loss_gradients(void **state)
     assert_int_equal(gradcheck(build_clip_given, &c, 2, in1, NULL), 0);
 }
 
+/* ACML's loss with the targets NOT detached (DESIGN 3b): T = softmax_rows(tau (U U^T +
+ * G G^T) / 2) built from U and G on the tape, so the gradient flows through T too; and
+ * targets given as an input of their own, so dL/dT is checked directly. */
+static mm_status build_clip_through_targets(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)
+{
+    float tau = *(float *)ctx;
+    mm_tensor *uu, *gg, *s, *a, *tg;
+    MM_CALL(mm_matmul(t, in[0], false, in[0], true, &uu));
+    MM_CALL(mm_matmul(t, in[1], false, in[1], true, &gg));
+    MM_CALL(mm_add(t, uu, gg, &s));
+    MM_CALL(mm_affine(t, s, 0.5f * tau, 0.0f, &a));
+    MM_CALL(mm_softmax(t, a, &tg));
+    return mm_clip_soft_loss_rows(t, in[0], in[1], 0, tg, tau, NULL, out);
+}
+
+static mm_status build_clip_target_input(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)
+{
+    float tau = *(float *)ctx;
+    return mm_clip_soft_loss_rows(t, in[0], in[1], 0, in[2], tau, NULL, out);
+}
+
+static void test_clip_soft_loss_gradient_through_targets(void **state)
+{
+    (void)state;
+    enum { N = 5, D = 4 };
+    float u[N * D], g[N * D], tg[N * N];
+    gc_fill_uniform(u, N * D, -1, 1, 21);
+    gc_fill_uniform(g, N * D, -1, 1, 22);
+    float tau = 0.7f;
+    gc_input in[2] = {IN(u, 2, N, D), IN(g, 2, N, D)};
+    assert_int_equal(gradcheck(build_clip_through_targets, &tau, 2, in, NULL), 0);
+    gc_fill_uniform(tg, N * N, 0.05f, 1, 23);
+    gc_input in3[3] = {IN(u, 2, N, D), IN(g, 2, N, D), IN(tg, 2, N, N)};
+    assert_int_equal(gradcheck(build_clip_target_input, &tau, 3, in3, NULL), 0);
+}
+
 static void test_clip_soft_loss_detached_targets(void **state)
 {
     (void)state;
@@ -523,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_info_nce_values),
         cmocka_unit_test(test_info_nce_single_pair_is_zero),
         cmocka_unit_test(test_clip_soft_loss_gradients),
+        cmocka_unit_test(test_clip_soft_loss_gradient_through_targets),
         cmocka_unit_test(test_clip_soft_loss_detached_targets),
         cmocka_unit_test(test_clip_soft_loss_values),
     };

@@ -16,83 +16,22 @@
 
 #include "mmsa/dataset.h"
 #include "mmsa/model.h"
+#include "golden_h5.h"
 #include "testutil.h"
 
 static mm_dist D;
 static char golden[1024];
 static hid_t gf = -1;
 
-/* Whole dataset as doubles (caller frees); n receives the element count. */
-static double *read_doubles(const char *name, int64_t *n)
-{
-    hid_t ds = H5Dopen2(gf, name, H5P_DEFAULT);
-    if (ds < 0) {
-        fprintf(stderr, "golden: no dataset %s\n", name);
-        return NULL;
-    }
-    hid_t sp = H5Dget_space(ds);
-    hssize_t cnt = H5Sget_simple_extent_npoints(sp);
-    double *v = malloc((size_t)(cnt ? cnt : 1) * sizeof(double));
-    H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
-    H5Sclose(sp);
-    H5Dclose(ds);
-    if (n) *n = (int64_t)cnt;
-    return v;
-}
-
-static int64_t *read_ints(const char *name, int64_t *n)
-{
-    hid_t ds = H5Dopen2(gf, name, H5P_DEFAULT);
-    if (ds < 0) return NULL;
-    hid_t sp = H5Dget_space(ds);
-    hssize_t cnt = H5Sget_simple_extent_npoints(sp);
-    int64_t *v = malloc((size_t)(cnt ? cnt : 1) * sizeof(int64_t));
-    H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
-    H5Sclose(sp);
-    H5Dclose(ds);
-    if (n) *n = (int64_t)cnt;
-    return v;
-}
-
-static double attr_double(const char *name)
-{
-    hid_t g = H5Gopen2(gf, "/config", H5P_DEFAULT);
-    hid_t a = H5Aopen(g, name, H5P_DEFAULT);
-    double v = NAN;
-    H5Aread(a, H5T_NATIVE_DOUBLE, &v);
-    H5Aclose(a);
-    H5Gclose(g);
-    return v;
-}
+static double *read_doubles(const char *name, int64_t *n) { return gh_read_doubles(gf, name, n); }
+static int64_t *read_ints(const char *name, int64_t *n) { return gh_read_ints(gf, name, n); }
+static double attr_double(const char *name) { return gh_attr_double(gf, "/config", name); }
 
 static int worst_line = 0;
-/* Scale-relative error max|c - g| / max|g| over rows [r0, r0 + rows) of a [*, cols]
- * golden dataset, with optional row mask (compare only rows with mask != 0). */
-static double scale_err(const float *c, const double *g, int64_t r0, int64_t rows, int64_t cols,
-                        const uint8_t *row_mask)
-{
-    double md = 0, mg = 0;
-    for (int64_t i = 0; i < rows; i++) {
-        if (row_mask && !row_mask[r0 + i]) continue;
-        for (int64_t j = 0; j < cols; j++) {
-            double gv = g[(r0 + i) * cols + j];
-            md = fmax(md, fabs(c[i * cols + j] - gv));
-            mg = fmax(mg, fabs(gv));
-        }
-    }
-    return mg > 0 ? md / mg : md;
-}
-
 static void check_scaled(const char *what, const float *c, const char *dataset, int64_t r0, int64_t rows,
                          int64_t cols, const uint8_t *mask, double tol)
 {
-    int64_t n;
-    double *g = read_doubles(dataset, &n);
-    assert_non_null(g);
-    double e = scale_err(c, g, r0, rows, cols, mask);
-    if (D.rank == 0 || e > tol) printf("  [rank %d] %-44s %.2e (tol %.0e)%s\n", D.rank, what, e, tol, e > tol ? "  FAIL" : "");
-    if (e > tol) worst_line++;
-    free(g);
+    worst_line += gh_check(gf, D.rank, what, c, dataset, r0, rows, cols, mask, tol);
 }
 
 static void test_golden_step(void **state)
@@ -257,7 +196,7 @@ static void test_golden_step(void **state)
             }
         } else {
             double tol = !strcmp(name, "enc.image.body.0.weight") ? 3e-3 : 1e-3;
-            double e = scale_err(cv, gv, 0, 1, n, NULL);
+            double e = gh_scale_err(cv, gv, 0, 1, n, NULL);
             if (e > tol) {
                 printf("  [rank %d] grads %-40s %.2e (tol %.0e) FAIL\n", D.rank, name, e, tol);
                 worst_line++;

@@ -72,6 +72,14 @@ typedef struct mm_col_reducer {
 mm_status mm_info_nce_rows(mm_tape *t, mm_tensor *a, mm_tensor *b, int64_t row0, float tau,
                            const mm_col_reducer *red, mm_tensor **out);
 
+/* The two-way cross-entropy with given soft targets, split by rows like mm_info_nce_rows:
+ * u = rows row0 .. row0 + m - 1 of U ([m, d]), g = all of G ([n, d]), targets = the same
+ * rows of T ([m, n]); returns this block's part of (CE_rows + CE_cols) / 2 of
+ * mm_clip_soft_loss_given. Targets that carry a gradient receive it (ACML's targets are
+ * computed from U and G and are not detached). */
+mm_status mm_clip_soft_loss_rows(mm_tape *t, mm_tensor *u, mm_tensor *g, int64_t row0, mm_tensor *targets, float tau,
+                                 const mm_col_reducer *red, mm_tensor **out);
+
 /* ACML's CLIP-style loss with soft targets (DESIGN.md, ACML objective), U, G [n, d]:
  *   logits = U G^T / tau;
  *   targets = row-softmax of ((U U^T + G G^T) / 2 * tau)   (multiplied by tau, as

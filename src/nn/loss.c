@@ -317,7 +317,9 @@ mm_status mm_bce_logits_masked(mm_tape *t, mm_tensor *logits, const mm_tensor *l
  * loss. The column statistics (maxima, sums of exponentials, sums of T) span every row:
  * `red` combines them over the blocks (NULL: this call holds every row).
  * dS_ij = (1/2n) (softmax_row_ij rsum_i + softmax_col_ij csum_j - 2 T_ij), with rsum/csum
- * the row/column sums of T; then da = dS b / tau, db = dS^T a / tau. The column term of
+ * the row/column sums of T; then da = dS b / tau, db = dS^T a / tau. Targets that carry a
+ * gradient (ACML's, computed from the embeddings) get dT_ij = (1/2n) (lse_row_i - S_ij +
+ * lse_col_j - S_ij). The column term of
  * dS uses this part's incoming gradient for every part: the parts must be added with
  * equal weights (they are: each rank adds its part to the objective with the loss weight). */
 typedef struct {
@@ -327,6 +329,7 @@ typedef struct {
     double *rsum;      /* [m] row sums of T, or NULL (identity: all 1) */
     double *csum;      /* [n] column sums of T (over every row block), or NULL */
     const float *tgt;  /* [m, n] targets, or NULL (identity) */
+    float *tgt_grad;   /* [m, n] their gradient, or NULL (constants) */
     int64_t n, row0;
     float tau;
 } pair_ctx;
@@ -342,6 +345,12 @@ static mm_status pair_backward(mm_node *nd)
     mm_tensor *a = nd->in[0], *b = nd->in[1];
     int64_t m = a->shape[0], n = c->n, d = a->shape[1];
     double f = nd->out->grad[0] * 0.5 / (double)n;
+    if (c->tgt_grad)
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double sij = c->s[i * n + j];
+                c->tgt_grad[i * n + j] += (float)(f * (c->lse_r[i] - sij + c->lse_c[j] - sij));
+            }
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             double sij = c->s[i * n + j];
@@ -357,7 +366,7 @@ static mm_status pair_backward(mm_node *nd)
 }
 
 static mm_status pair_loss_rows(mm_tape *t, const char *op, mm_tensor *a, mm_tensor *b, int64_t row0,
-                                const mm_tensor *targets, float tau, int64_t min_n, const mm_col_reducer *red,
+                                mm_tensor *targets, float tau, int64_t min_n, const mm_col_reducer *red,
                                 mm_tensor **out)
 {
     char sa[64], sb[64];
@@ -371,9 +380,11 @@ static mm_status pair_loss_rows(mm_tape *t, const char *op, mm_tensor *a, mm_ten
         return MM_ERR(MM_ERR_ARG, "%s: targets %s, need [%lld, %lld] for inputs %s", op,
                       mm_shape_str(targets, sa, sizeof sa), (long long)m, (long long)n,
                       mm_shape_str(a, sb, sizeof sb));
-    mm_tensor *in[2] = {a, b};
+    /* the targets are an input of the op only when they carry a gradient */
+    mm_tensor *in[3] = {a, b, targets};
+    int n_in = targets && targets->grad ? 3 : 2;
     mm_tensor *y;
-    MM_CALL(scalar_out(t, 2, in, &y));
+    MM_CALL(scalar_out(t, n_in, in, &y));
     if (n < min_n) {
         *out = y;
         return MM_OK;
@@ -384,6 +395,7 @@ static mm_status pair_loss_rows(mm_tape *t, const char *op, mm_tensor *a, mm_ten
     MM_CALL(mm_tape_alloc(t, (size_t)(m ? m : 1) * sizeof(double), (void **)&c->lse_r));
     MM_CALL(mm_tape_calloc(t, (size_t)n * sizeof(double), (void **)&c->lse_c));
     c->tgt = targets ? targets->data : NULL;
+    c->tgt_grad = n_in == 3 ? targets->grad : NULL;
     c->rsum = c->csum = NULL;
     c->n = n;
     c->row0 = row0;
@@ -436,13 +448,13 @@ static mm_status pair_loss_rows(mm_tape *t, const char *op, mm_tensor *a, mm_ten
             }
     }
     y->data[0] = (float)(0.5 * (rows + cols) / (double)n);
-    MM_CALL(mm_tape_record(t, op, pair_backward, y, 2, in, c));
+    MM_CALL(mm_tape_record(t, op, pair_backward, y, n_in, in, c));
     *out = y;
     return MM_OK;
 }
 
 static mm_status pair_loss(mm_tape *t, const char *op, mm_tensor *a, mm_tensor *b,
-                           const mm_tensor *targets, float tau, int64_t min_n, mm_tensor **out)
+                           mm_tensor *targets, float tau, int64_t min_n, mm_tensor **out)
 {
     if (a->ndim != 2 || !mm_same_shape(a, b)) SHAPE_ERR(op, a, b);
     MM_CALL(pair_loss_rows(t, op, a, b, 0, targets, tau, min_n, NULL, out));
@@ -456,6 +468,14 @@ mm_status mm_info_nce_rows(mm_tape *t, mm_tensor *a, mm_tensor *b, int64_t row0,
     return MM_OK;
 }
 
+mm_status mm_clip_soft_loss_rows(mm_tape *t, mm_tensor *u, mm_tensor *g, int64_t row0, mm_tensor *targets, float tau,
+                                 const mm_col_reducer *red, mm_tensor **out)
+{
+    if (!targets) return MM_ERR(MM_ERR_ARG, "clip_soft_loss_rows: targets is NULL");
+    MM_CALL(pair_loss_rows(t, "clip_soft_loss_rows", u, g, row0, targets, tau, 1, red, out));
+    return MM_OK;
+}
+
 mm_status mm_info_nce(mm_tape *t, mm_tensor *a, mm_tensor *b, float tau, mm_tensor **out)
 {
     MM_CALL(pair_loss(t, "info_nce", a, b, NULL, tau, 2, out));
@@ -466,7 +486,8 @@ mm_status mm_clip_soft_loss_given(mm_tape *t, mm_tensor *u, mm_tensor *g,
                                   const mm_tensor *targets, float tau, mm_tensor **out)
 {
     if (!targets) return MM_ERR(MM_ERR_ARG, "clip_soft_loss: targets is NULL");
-    MM_CALL(pair_loss(t, "clip_soft_loss", u, g, targets, tau, 1, out));
+    /* constants: a tensor without gradient is never written */
+    MM_CALL(pair_loss(t, "clip_soft_loss", u, g, (mm_tensor *)targets, tau, 1, out));
     return MM_OK;
 }
 
