@@ -5,7 +5,11 @@
  * Runs N training steps (after warm-up steps that are not timed) with the tape's
  * profiling on, and prints per rank-averaged: molecules/s per rank, achieved GFLOP/s of
  * the GEMMs against a raw BLIS sgemm measured in the same run, peak RSS per rank, and
- * the time of a step split by component (forward and backward). Writes
+ * the time of a step split by component (forward and backward), and how much of the
+ * bucketed gradient allreduce the backward hides: the time a step waits for it (inside
+ * MPI_Testall during the backward and MPI_Waitall after it, which also holds any wait
+ * for a rank that finished its backward later) against the time the same buckets take
+ * reduced alone, one blocking MPI_Allreduce each, right after the timed steps. Writes
  * benchmarks/out/bench_train.csv. */
 #include <mpi.h>
 #include <stdio.h>
@@ -106,21 +110,43 @@ int main(int argc, char **argv)
     MPI_Barrier(MPI_COMM_WORLD);
     mm_blas_flops_reset();
     tr.tape.prof = prof;
-    double t0 = bench_now();
-    for (int s = 0; s < steps && st == MM_OK; s++) st = mm_trainer_step(&tr, &rep);
+    double t0 = bench_now(), exposed = 0;
+    for (int s = 0; s < steps && st == MM_OK; s++) {
+        st = mm_trainer_step(&tr, &rep);
+        exposed += rep.grad_exposed_s;
+    }
     double secs = bench_now() - t0;
+    /* the same buckets reduced alone (median of 5), on a copy of the gradients */
+    double alone = 0;
+    if (st == MM_OK && size > 1) {
+        mm_grad_sync *g = &tr.gsync;
+        float *scratch = malloc(tr.model.params.total * sizeof(float));
+        double t[5];
+        for (int r = 0; r < 5; r++) {
+            memcpy(scratch, tr.model.params.grad, tr.model.params.total * sizeof(float));
+            MPI_Barrier(MPI_COMM_WORLD);
+            double a0 = bench_now();
+            for (int b = g->n_buckets - 1; b >= 0; b--)
+                MPI_Allreduce(MPI_IN_PLACE, scratch + g->start[b], (int)g->count[b], MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            t[r] = bench_now() - a0;
+        }
+        alone = bench_median(t, 5);
+        free(scratch);
+    }
     if (st != MM_OK) {
         mm_error_print(stderr, rank);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     double flops = mm_blas_flops(), rss = peak_rss_mib();
     /* averages over ranks */
-    double sums[2 * MM_PROF_SCOPES + 3];
+    double sums[2 * MM_PROF_SCOPES + 5];
     memcpy(sums, prof, sizeof prof);
     sums[2 * MM_PROF_SCOPES] = flops;
     sums[2 * MM_PROF_SCOPES + 1] = secs;
     sums[2 * MM_PROF_SCOPES + 2] = peak;
-    MPI_Allreduce(MPI_IN_PLACE, sums, 2 * MM_PROF_SCOPES + 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    sums[2 * MM_PROF_SCOPES + 3] = exposed / steps;
+    sums[2 * MM_PROF_SCOPES + 4] = alone;
+    MPI_Allreduce(MPI_IN_PLACE, sums, 2 * MM_PROF_SCOPES + 5, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     double max_rss = rss;
     MPI_Allreduce(MPI_IN_PLACE, &max_rss, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     if (rank == 0) {
@@ -133,12 +159,22 @@ int main(int argc, char **argv)
         printf("  molecules/s per rank %8.1f   (all ranks %.1f)\n", mol_s_rank, mol_s_rank * size);
         printf("  GEMM GFLOP/s         %8.2f   vs raw BLIS sgemm %.2f (ratio %.2f) per rank\n", gflops, pk, gflops / pk);
         printf("  peak RSS per rank    %8.1f MiB (max over ranks)\n", max_rss);
+        double exp_ms = sums[2 * MM_PROF_SCOPES + 3] / size * 1e3, alone_ms = sums[2 * MM_PROF_SCOPES + 4] / size * 1e3;
+        /* the wait also holds the time a rank waits for a slower one to finish its
+         * backward, so 1 - waited / alone is a lower bound of the share hidden */
+        double hidden = alone_ms > 0 ? 1.0 - exp_ms / alone_ms : 0.0;
+        if (size > 1)
+            printf("  gradient allreduce   %8.1f ms per step waited for (with waiting for slower ranks), %.1f ms alone;"
+                   " hidden by the backward: at least %.0f%%\n",
+                   exp_ms, alone_ms, 100 * (hidden > 0 ? hidden : 0));
         printf("\n  %-28s %10s %10s %7s\n", "component", "fwd ms", "bwd ms", "share");
         char path[512];
         FILE *csv = bench_csv("bench_train", path, sizeof path);
         if (csv) {
-            fprintf(csv, "ranks,batch,step_s,mol_per_s_per_rank,gemm_gflops,blis_peak_gflops,peak_rss_mib\n");
-            fprintf(csv, "%d,%d,%.4f,%.2f,%.3f,%.3f,%.1f\n", size, job.train.batch_size, step_s, mol_s_rank, gflops, pk, max_rss);
+            fprintf(csv, "ranks,batch,step_s,mol_per_s_per_rank,gemm_gflops,blis_peak_gflops,peak_rss_mib,"
+                         "grad_exposed_ms,grad_alone_ms\n");
+            fprintf(csv, "%d,%d,%.4f,%.2f,%.3f,%.3f,%.1f,%.3f,%.3f\n", size, job.train.batch_size, step_s, mol_s_rank,
+                    gflops, pk, max_rss, exp_ms, alone_ms);
             fprintf(csv, "component,fwd_ms,bwd_ms,share\n");
         }
         for (int k = 0; k < MM_N_SCOPES; k++) {

@@ -9,7 +9,9 @@
  *  - a bucket starts as soon as every op that uses one of its parameters has run its
  *    backward (the first use of each parameter is found on the step's tape), so the
  *    reduction of the late layers overlaps the backward of the early ones;
- *  - mm_grad_sync_finish returns when every bucket is reduced. */
+ *  - mm_grad_sync_finish returns when every bucket is reduced;
+ *  - progress_s and wait_s say how long the step waited for the reductions (the time
+ *    they took beyond that was hidden behind the backward). */
 #ifndef MMSA_GRAD_SYNC_H
 #define MMSA_GRAD_SYNC_H
 
@@ -28,6 +30,9 @@ typedef struct mm_grad_sync {
     MPI_Request *req;          /* [n_buckets] */
     int next;                  /* next bucket to start (descending) */
     double overlap_started;    /* buckets started during the backward (for reports) */
+    /* this step's seconds inside MPI for the gradients, what the backward did not hide:
+     * the progress calls made during the backward, and the final wait after it */
+    double progress_s, wait_s;
 } mm_grad_sync;
 
 mm_status mm_grad_sync_init(mm_grad_sync *g, mm_dist *d, mm_params *p, double bucket_bytes);

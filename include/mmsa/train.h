@@ -31,6 +31,7 @@ typedef struct mm_step_report {
     double loss, l_align, l_align_mod[MM_N_MODS], l_rec, l_hg, l_mem, grad_norm;
     mm_bank_stats bank;
     double seconds;          /* wall time of the step on this rank */
+    double grad_exposed_s;   /* of which waiting for the gradient allreduce (not hidden by the backward) */
     double comm_bytes[MM_COMM_KINDS]; /* payload bytes of this rank's collectives in the step */
 } mm_step_report;
 

@@ -2,6 +2,7 @@
 #include "mmsa/grad_sync.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "mmsa/alloc.h"
 
@@ -83,6 +84,13 @@ static int param_of(const mm_params *p, const float *q)
     return lo;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static mm_status start_bucket(mm_grad_sync *g, int b)
 {
     int c;
@@ -104,7 +112,9 @@ static mm_status on_node_done(void *ctx, mm_node *nd)
     /* let the started reductions progress while the backward continues */
     if (g->next < g->n_buckets - 1) {
         int flag;
+        double t0 = now_s();
         MM_MPI_CALL(MPI_Testall(g->n_buckets - 1 - g->next, g->req + g->next + 1, &flag, MPI_STATUSES_IGNORE));
+        g->progress_s += now_s() - t0;
     }
     return MM_OK;
 }
@@ -113,6 +123,7 @@ mm_status mm_grad_sync_begin(mm_grad_sync *g, mm_tape *t)
 {
     g->next = g->n_buckets - 1;
     g->overlap_started = 0;
+    g->progress_s = g->wait_s = 0;
     if (g->d->size == 1) return MM_OK; /* nothing to reduce */
     for (int i = 0; i < g->p->count; i++) g->first_use[i] = INT64_MAX;
     for (mm_node *nd = t->last; nd; nd = nd->prev)
@@ -146,6 +157,8 @@ mm_status mm_grad_sync_finish(mm_grad_sync *g, mm_tape *t)
         MM_CALL(start_bucket(g, g->next));
         g->next--;
     }
+    double t0 = now_s();
     MM_MPI_CALL(MPI_Waitall(g->n_buckets, g->req, MPI_STATUSES_IGNORE));
+    g->wait_s = now_s() - t0;
     return MM_OK;
 }

@@ -276,6 +276,7 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     mm_tape_scope(t, MM_SCOPE_OTHER);
     tr->step++;
     rep->seconds = now() - t0;
+    rep->grad_exposed_s = tr->gsync.progress_s + tr->gsync.wait_s;
     for (int k = 0; k < MM_COMM_KINDS; k++) rep->comm_bytes[k] = d->bytes[k] - bytes0[k];
     return MM_OK;
 }
@@ -308,10 +309,11 @@ static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
             "{\"step\": %lld, \"epoch\": %lld, \"lr\": %.6g, \"loss\": %.6f, \"l_align\": %.6f, "
             "\"l_align_conformer\": %.6f, \"l_align_image\": %.6f, \"l_align_fingerprint\": %.6f, \"l_rec\": %.6f, "
             "\"l_hg\": %.6f, \"l_mem\": %.6f, \"grad_norm\": %.6g, \"mol_per_s\": %.2f, \"anchors_in_use\": %lld, "
-            "\"assign_entropy\": %.4f, \"ranks\": %d, \"elapsed_s\": %.2f, \"peak_rss_mib\": %.1f, \"comm_bytes\": {",
+            "\"assign_entropy\": %.4f, \"ranks\": %d, \"elapsed_s\": %.2f, \"peak_rss_mib\": %.1f, "
+            "\"grad_exposed_ms\": %.2f, \"comm_bytes\": {",
             (long long)r->step + 1, (long long)r->epoch, (double)r->lr, r->loss, r->l_align, r->l_align_mod[1],
             r->l_align_mod[2], r->l_align_mod[3], r->l_rec, r->l_hg, r->l_mem, r->grad_norm, mps,
-            (long long)r->bank.anchors_hit, r->bank.entropy, tr->d->size, t - tr->t_start, rss);
+            (long long)r->bank.anchors_hit, r->bank.entropy, tr->d->size, t - tr->t_start, rss, 1e3 * r->grad_exposed_s);
     for (int k = 0; k < MM_COMM_KINDS; k++)
         fprintf(tr->log, "%s\"%s\": %.0f", k ? ", " : "", mm_comm_kind_names[k], r->comm_bytes[k]);
     fprintf(tr->log, "}}\n");
