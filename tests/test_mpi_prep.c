@@ -444,8 +444,7 @@ static void test_chunks(void **state)
     int64_t share = (14 + D.size - 1) / D.size; /* rank 0's block: the largest */
     assert_int_equal(whole.held_max, share);
 
-    /* one rank's reference: depictions may still depend on the rank count (issue 14),
-     * which is not what this test is about */
+    /* one rank's reference (compared with the all-ranks file at the end) */
     MPI_Comm solo;
     MPI_Comm_split(D.comm, D.rank == 0 ? 0 : MPI_UNDEFINED, 0, &solo);
     char whole_one[MM_CFG_STR_MAX];
@@ -508,8 +507,14 @@ static void test_chunks(void **state)
         int same = same_bytes(path_of("chunks_whole.h5"), path_of("chunks_mem.h5"));
         if (!same) printf("chunks_mem.h5 differs from chunks_whole.h5\n");
         diff += !same;
+        /* and the rank count changes no byte either */
+        same = same_bytes(path_of("chunks_whole.h5"), whole_one);
+        if (D.size > 3) same &= same_bytes(path_of("chunks_whole.h5"), path_of("chunks_1000_three.h5"));
+        if (!same) printf("the files of %d rank(s), of one%s differ\n", D.size, D.size > 3 ? " and of three" : "");
+        diff += !same;
         assert_int_equal(count_tmp_files(), 0);
-        printf("chunks of 1, 3, 14 and 1000 rows on %d rank(s), on 1%s, and the set written from memory: %s\n",
+        printf("chunks of 1, 3, 14 and 1000 rows on %d rank(s), on 1%s, and the set written from memory: %s "
+               "(also across rank counts)\n",
                D.size, D.size > 3 ? " and on 3" : "", diff ? "DIFFERENT" : "byte-identical files");
     }
     MPI_Bcast(&diff, 1, MPI_INT, 0, D.comm);
