@@ -77,8 +77,12 @@ extern "C" {
 #define MM_CHEM_STR_(x) #x
 #define MM_CHEM_STR(x) MM_CHEM_STR_(x)
 
-/* Version of the featuriser's output conventions; bump when any feature changes. */
-#define MM_CHEM_FEATURIZER_VERSION 1
+/* Version of the featuriser's output conventions; bump when any feature changes.
+ * 2: depictions and conformers no longer depend on what the process featurised before
+ *    (stereocentres in atom order, the painter's font size reset), and salts with many
+ *    acyclic fragments get their scaffold (issue 14); datasets written by version 1 differ
+ *    in the depictions of some stereo and charged molecules and in some conformers. */
+#define MM_CHEM_FEATURIZER_VERSION 2
 
 /* Vocabulary size of each OGB feature (the last index is "misc" where the list has one). */
 extern const int mm_chem_atom_vocab[MM_CHEM_ATOM_FEATS]; /* 119 5 12 12 10 6 6 2 2 */
