@@ -27,23 +27,25 @@ The model (seconds per step; b molecules per rank, N = P b the global batch, M a
   T(P, b) = kappa_P [ T_local(b) + T_glob(N, P) + T_bank(N) / P + T_opt ] + T_comm(P, N)
 
   T_local  sum over data, the four encoders and heads/fusion/decoder of (a_c b + c_c);
-  T_repl   kNN and losses: (q_c N^2 + a_c N + c_c), HGNN (a N + c): computed on every rank
-           over the gathered global batch (N x N similarities for the kNN and the InfoNCE
-           terms), so they do not shrink with P;
+  T_glob   kNN and losses: (q_c N^2 + a_c N) / P + c_c, HGNN a N / P + c: split by rows,
+           each rank its N/P rows of every N x N product against the gathered columns
+           (before issue 13 the losses and the HGNN were computed whole on every rank:
+           the "replicated" projection keeps that for comparison);
   T_bank   memory bank, anchors partitioned over the ranks: (a N + c) / P;
   T_opt    optimiser and unprofiled loop time, constant per rank (parameters replicated);
   kappa_P  compute slowdown when every core runs a rank (memory bandwidth, and here the
            other work on the machine): 1 at P = 1; at P = 2, (step - time inside MPI) of
            the counting run over the model's 1-rank compute; projections use 1;
-  T_comm   no overlap with compute assumed (the gradient buckets do overlap the backward
-           pass in the code, so this is an upper bound), per step:
+  T_comm   per step; the gradient term is scaled by (1 - h), h the share of the gradient
+           allreduce hidden behind the backward as bench_train measures it at 2 ranks
+           (1 - time waited / time alone, a lower bound; 0 when the waits are longer):
            gradients  ring allreduce of G bytes in n_g buckets:
-                      2 (P-1)/P G / BW + 2 (P-1) lambda n_g
+                      (1 - h) [2 (P-1)/P G / BW + 2 (P-1) lambda n_g]
            gathers    ring allgather of the embeddings (A N bytes, n_a calls) and the
                       reduce-scatter of their gradients (R N bytes, n_r calls):
                       (P-1)/P (A + R) N / BW + (P-1) lambda (n_a + n_r)
-           small      BatchNorm statistics, memory-bank reductions, scalars (n_s allreduces,
-                      S N + S0 bytes), recursive doubling: ceil(log2 P) (lambda n_s + (S N + S0) / BW)
+           small      BatchNorm statistics, memory-bank reductions, the column statistics of
+                      the split losses, scalars (n_s allreduces, S N + S0 bytes), recursive doubling: ceil(log2 P) (lambda n_s + (S N + S0) / BW)
            lambda is the cost of one message step: the ping-pong alpha on an idle
            interconnect; on this shared machine at P = 2 it is calibrated from the time
            inside MPI in the counting run less the bandwidth terms, per message step
@@ -65,12 +67,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = ["data", "graph encoder (GIN)", "conformer encoder (SchNet)", "image encoder (CNN)", "fingerprint encoder",
          "heads, fusion, decoder"]
 KNN = ["kNN"]                     # N x N work split by rows: each rank queries its own b rows
-QUAD = ["losses"]                 # N x N work, replicated
-LIN_REPL = ["HGNN"]               # linear in N, replicated
+QUAD = ["losses"]                 # N x N work, split by rows since issue 13 (replicated before)
+LIN_REPL = ["HGNN"]               # linear in N, split by rows since issue 13 (replicated before)
 BANK = ["memory bank"]            # linear in N, divided by P
 CONST = ["optimiser", "other"]
 COMPUTE = LOCAL + KNN + QUAD + LIN_REPL + BANK + CONST
-KINDS = ["grad_allreduce", "allgather", "reduce_scatter", "norm_allreduce", "bank", "other"]
+KINDS = ["grad_allreduce", "allgather", "reduce_scatter", "norm_allreduce", "bank", "loss_cols", "other"]
 # encoders shrunk for the calibration of the global-batch terms; every width those terms
 # depend on (embed_dim, proj_*, hg_hidden, decoder, gate, n_anchors) stays as in the job
 SHRINK = ["model.gin_hidden=16", "model.gin_layers=1", "model.schnet_hidden=8", "model.schnet_filters=8",
@@ -172,7 +174,7 @@ def read_bench_files(out, prefix, keys, repeats):
     """{key: {component: median s/step, 'step': .., 'gflop': GEMM GFLOP per step, 'gflops': rate}}"""
     res = {}
     for k in keys:
-        per, steps, gf, rate = {}, [], [], []
+        per, steps, gf, rate, exposed, alone = {}, [], [], [], [], []
         for i in range(repeats):
             path = os.path.join(out, f"{prefix}{k}_r{i}.csv")
             if not os.path.exists(path):
@@ -183,6 +185,9 @@ def read_bench_files(out, prefix, keys, repeats):
             steps.append(st)
             gf.append(float(head["gemm_gflops"]) * st)
             rate.append(float(head["gemm_gflops"]))
+            if head.get("grad_alone_ms"):  # bench_train since the overlap measurement
+                exposed.append(float(head["grad_exposed_ms"]) * 1e-3)
+                alone.append(float(head["grad_alone_ms"]) * 1e-3)
             for r in csv.DictReader(lines[2:]):
                 per.setdefault(r["component"], []).append((float(r["fwd_ms"]) + float(r["bwd_ms"])) * 1e-3)
         if not steps:
@@ -192,6 +197,8 @@ def read_bench_files(out, prefix, keys, repeats):
         # time in no profiled scope (the loop, batching, waits for the gradient buckets)
         m["other"] = max(0.0, m["step"] - sum(v for c, v in m.items() if c not in ("other", "step")))
         m["gflop"], m["gflops"] = statistics.median(gf), statistics.median(rate)
+        if alone:
+            m["grad_exposed"], m["grad_alone"] = statistics.median(exposed), statistics.median(alone)
         res[k] = m
     return res
 
@@ -255,8 +262,8 @@ def nnls(cols, y):
 
 
 class Model:
-    def __init__(self, full, cal, comm_batch, calls, kinds, step2, alpha, bw):
-        self.alpha, self.bw = alpha, bw
+    def __init__(self, full, cal, comm_batch, calls, kinds, step2, alpha, bw, hidden=0.0):
+        self.alpha, self.bw, self.hidden = alpha, bw, hidden
         self.coef = {}
         for c in LOCAL:  # a b + c, from the full model only
             bs = sorted(full)
@@ -279,7 +286,7 @@ class Model:
         self.G = kinds["grad_allreduce"]
         self.A = kinds["allgather"] / N2
         self.R = kinds["reduce_scatter"] / N2
-        self.S = (kinds["norm_allreduce"] + kinds["bank"]) / N2
+        self.S = (kinds["norm_allreduce"] + kinds["bank"] + kinds.get("loss_cols", 0.0)) / N2
         self.S0 = kinds["other"]
         # calibration at 2 ranks on this machine, from the counting runs (mmsa_pretrain):
         # time inside MPI per step (the shim's clocks: transfers and the waits for the
@@ -293,16 +300,17 @@ class Model:
         steps = 2 * self.n_grad + (self.n_gather + self.n_rs) + self.n_small
         self.lambda2 = max(alpha, (self.mpi2 - bwterms) / steps)
 
-    def comp(self, c, b, N, P):
+    def comp(self, c, b, N, P, replicated=False):
         k = self.coef[c]
+        q = 1 if replicated else P  # the losses and the HGNN: split by rows unless replicated
         if c in LOCAL:
             return k[0] * b + k[1]
         if c in KNN:
             return (k[0] * N * N + k[1] * N) / P + k[2]
         if c in QUAD:
-            return k[0] * N * N + k[1] * N + k[2]
+            return (k[0] * N * N + k[1] * N) / q + k[2]
         if c in LIN_REPL:
-            return k[0] * N + k[1]
+            return k[0] * N / q + k[1]
         if c in BANK:
             return (k[0] * N + k[1]) / P
         return k[0]
@@ -311,15 +319,14 @@ class Model:
         if P == 1:
             return {"grad": 0.0, "gather": 0.0, "small": 0.0}
         f = (P - 1) / P
-        return {"grad": 2 * f * self.G / bw + 2 * (P - 1) * lam * self.n_grad,
+        return {"grad": (1 - self.hidden) * (2 * f * self.G / bw + 2 * (P - 1) * lam * self.n_grad),
                 "gather": f * (self.A + self.R) * N / bw + (P - 1) * lam * (self.n_gather + self.n_rs),
                 "small": math.ceil(math.log2(P)) * (lam * self.n_small + (self.S * N + self.S0) / bw)}
 
-    def step(self, P, b, lam, bw, kappa, speedup=1.0, shard=False):
-        """shard: the global-batch terms split by rows over the ranks (what-if, N^2 / P)."""
+    def step(self, P, b, lam, bw, kappa, speedup=1.0, replicated=False):
+        """replicated: the losses and the HGNN whole on every rank, as before issue 13."""
         N = P * b
-        parts = {c: kappa * self.comp(c, b, N, P) / speedup / (P if shard and c in QUAD + LIN_REPL else 1)
-                 for c in COMPUTE}
+        parts = {c: kappa * self.comp(c, b, N, P, replicated) / speedup for c in COMPUTE}
         cm = self.comm(P, N, lam, bw)
         return sum(parts.values()) + sum(cm.values()), parts, cm
 
@@ -360,7 +367,9 @@ def main():
     ap.add_argument("--proj-alpha-us", type=float, default=2.0)
     ap.add_argument("--proj-bw-gbs", type=float, default=10.0)
     ap.add_argument("--proj-batch", type=int, default=64, help="per-rank batch of the weak-scaling projection")
-    ap.add_argument("--proj-global", type=int, default=4096, help="global batch of the strong-scaling projection")
+    ap.add_argument("--proj-global", type=int, nargs="+", default=[4096, 65536],
+                    help="global batches of the strong-scaling projections")
+    ap.add_argument("--proj-ranks", type=int, nargs="+", default=[1, 2, 64, 256, 1024])
     ap.add_argument("--proj-speedup", type=float, default=2.0,
                     help="second projection with compute this much faster per core (sensitivity)")
     a = ap.parse_args()
@@ -377,7 +386,10 @@ def main():
     two = read_bench_files(out, "bench2_b", [a.comm_batch], a.repeats) \
         if os.path.exists(os.path.join(out, f"bench2_b{a.comm_batch}_r0.csv")) else {}
     calls, kinds, step2 = read_comm(out, a.comm_batch)
-    m = Model(full, cal, a.comm_batch, calls, kinds, step2, alpha, bw)
+    # the share of the gradient allreduce the backward hides (a lower bound, 0 if unmeasured)
+    g2 = two.get(a.comm_batch, {})
+    hidden = max(0.0, 1.0 - g2["grad_exposed"] / g2["grad_alone"]) if g2.get("grad_alone") else 0.0
+    m = Model(full, cal, a.comm_batch, calls, kinds, step2, alpha, bw, hidden)
     loads = [float(l.split()[1]) for l in open(os.path.join(out, "loadavg.txt")) if l.strip()] \
         if os.path.exists(os.path.join(out, "loadavg.txt")) else []
 
@@ -402,9 +414,8 @@ def main():
     for c in COMPUTE:
         k = m.coef[c]
         law = (f"{k[0] * 1e3:.3f} b + {k[1] * 1e3:.2f}" if c in LOCAL else
-               f"{k[0] * 1e3:.3e} N^2 + {k[1] * 1e3:.4f} N + {k[2] * 1e3:.2f}" if c in QUAD else
-               f"({k[0] * 1e3:.3e} N^2 + {k[1] * 1e3:.4f} N) / P + {k[2] * 1e3:.2f}" if c in KNN else
-               f"{k[0] * 1e3:.4f} N + {k[1] * 1e3:.2f}" if c in LIN_REPL else
+               f"({k[0] * 1e3:.3e} N^2 + {k[1] * 1e3:.4f} N) / P + {k[2] * 1e3:.2f}" if c in KNN + QUAD else
+               f"{k[0] * 1e3:.4f} N / P + {k[1] * 1e3:.2f}" if c in LIN_REPL else
                f"({k[0] * 1e3:.4f} N + {k[1] * 1e3:.2f}) / P" if c in BANK else f"{k[0] * 1e3:.1f}")
         vals = "".join(f"{full[b].get(c, 0) * 1e3:9.1f}" for b in sorted(full))
         vals += "".join(f"{cal[n].get(c, 0) * 1e3:9.1f}" if c not in LOCAL else f"{'-':>9s}" for n in sorted(cal))
@@ -424,6 +435,10 @@ def main():
             if c in m2 and b2 in full:
                 print(f"    {c:<28s} {full[b2].get(c, 0) * 1e3:9.1f} {m2.get(c, 0) * 1e3:9.1f}")
         print(f"    {'step':<28s} {full[b2]['step'] * 1e3:9.1f} {m2['step'] * 1e3:9.1f}")
+        if "grad_alone" in m2:
+            print(f"  gradient allreduce at 2 ranks: {m2['grad_exposed'] * 1e3:.1f} ms per step waited for (with"
+                  f" waits for the slower rank), {m2['grad_alone'] * 1e3:.1f} ms alone: hidden share h = {m.hidden:.2f}"
+                  " (a lower bound)")
     print(f"  calibration at 2 ranks (counting runs): step {m.step2 * 1e3:.1f} ms, inside MPI {m.mpi2 * 1e3:.1f} ms;"
           f" kappa_2 = {m.kappa2:.2f} (rest of the step / 1-rank compute model),"
           f" lambda_2 = {m.lambda2 * 1e6:.0f} us per collective message step (ping-pong alpha {alpha * 1e6:.2f} us)")
@@ -450,28 +465,30 @@ def main():
     pa, pb = a.proj_alpha_us * 1e-6, a.proj_bw_gbs * 1e9
     variants = [(1.0, False, "compute per core as measured alone here"),
                 (a.proj_speedup, False, f"compute {a.proj_speedup:g}x faster per core than measured here"),
-                (1.0, True, "what-if: the losses and the HGNN split by rows over the ranks too (N^2 / P per rank)")]
-    for speed, shard, label in variants:
+                (1.0, True, "the losses and the HGNN replicated on every rank, as before issue 13")]
+    studies = [("weak b=%d" % a.proj_batch, lambda P: a.proj_batch)]
+    studies += [("strong N=%d" % n, (lambda n: lambda P: n // P)(n)) for n in a.proj_global]
+    for speed, replicated, label in variants:
         print(f"\n== projection: interconnect alpha {a.proj_alpha_us:g} us, BW {a.proj_bw_gbs:g} GB/s, kappa 1, "
-              f"{label}; ms per step")
+              f"h {m.hidden:.2f}, {label}; ms per step")
         print(f"  {'study':<14s} {'P':>5s} {'b':>5s} {'N':>6s} {'step':>10s} {'local':>9s} {'global':>9s}"
               f" {'bank+opt':>9s} {'grad':>8s} {'gather':>8s} {'small':>7s} {'eff':>6s}  note")
-        for study, bfun in (("weak b=%d" % a.proj_batch, lambda P: a.proj_batch),
-                            ("strong N=%d" % a.proj_global, lambda P: a.proj_global // P)):
+        for study, bfun in studies:
             t1 = None
-            for P in (1, 2, 64, 1024):
+            for P in a.proj_ranks:
                 b = bfun(P)
                 if b < 1:
                     continue
-                t, parts, cm = m.step(P, b, pa, pb, 1.0, speed, shard)
+                t, parts, cm = m.step(P, b, pa, pb, 1.0, speed, replicated)
                 if t1 is None:
                     t1, b1 = t, b
                 eff = (b / t) / (b1 / t1)
                 g = group(parts)
                 N = P * b
-                # at least one InfoNCE term's logits and probabilities, N x N float32 each
-                gib = 2 * N * N * 4 / 2**30 / (P if shard else 1)
-                note = f">= {gib:.0f} GiB of N x N matrices per rank" if gib >= 4 else ""
+                # one InfoNCE term's logits and probabilities, float32, [N, N] replicated or
+                # [N / P, N] split by rows
+                gib = 2 * N * N * 4 / 2**30 / (1 if replicated else P)
+                note = f">= {gib:.0f} GiB of logits per rank" if gib >= 4 else ""
                 print(f"  {study:<14s} {P:5d} {b:5d} {N:6d} {t * 1e3:10.1f} {g['local'] * 1e3:9.1f}"
                       f" {g['global'] * 1e3:9.1f} {g['bank+opt'] * 1e3:9.1f} {cm['grad'] * 1e3:8.1f}"
                       f" {cm['gather'] * 1e3:8.1f} {cm['small'] * 1e3:7.2f} {eff:6.3f}  {note}")
