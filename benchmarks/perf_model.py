@@ -225,7 +225,7 @@ def read_comm(out, batch, skip=2):
         walls.append(statistics.median(b["wall"] - a["wall"] for b, a in steps))
     per = {f: tuple(sum(p[f][i] for p in per_rank) / len(per_rank) for i in range(3)) for f in per_rank[0]}
     rows = [json.loads(l) for l in open(os.path.join(out, "comm", "log.jsonl")) if l.strip()]
-    kinds = {k: statistics.median(r["comm_bytes"][k] for r in rows[skip:]) for k in KINDS}
+    kinds = {k: statistics.median(r["comm_bytes"].get(k, 0) for r in rows[skip:]) for k in KINDS}
     return per, kinds, statistics.mean(walls)
 
 

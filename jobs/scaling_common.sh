@@ -135,7 +135,7 @@ scaling_main() { # MODE (strong|weak) and the command-line arguments
     python3 - "$out/$MODE-runs.txt" "$csv" "$warmup" "$MODE" <<'EOF' || return 1
 import csv, json, statistics, sys
 runs_path, out_path, warmup, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-kinds = ["grad_allreduce", "allgather", "reduce_scatter", "norm_allreduce", "bank", "other"]
+kinds = ["grad_allreduce", "allgather", "reduce_scatter", "norm_allreduce", "bank", "loss_cols", "other"]
 by_p = {}
 for line in open(runs_path):
     P, b, B, flag, load, log = line.split()
@@ -157,7 +157,7 @@ for P in sorted(by_p):
     # log_every is 1: mol_per_s is the global batch over the wall time of that one step
     t = [B / r["mol_per_s"] for r in timed]
     med = statistics.median(t)
-    cb = [statistics.median(r["comm_bytes"][k] for r in timed) for k in kinds]
+    cb = [statistics.median(r["comm_bytes"].get(k, 0) for r in timed) for k in kinds]
     diff = ""
     if mode == "strong":
         d = [abs(r["loss"] - ref[r["step"]]) / abs(ref[r["step"]]) for rows in e["runs"] for r in rows if r["step"] in ref]
