@@ -31,19 +31,7 @@
 
 static int rank;
 
-/* VmHWM (peak RSS) in MiB; writing 5 to clear_refs resets it to the current RSS. */
-static double peak_rss_mib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    double kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
-    fclose(f);
-    return kb / 1024.0;
-}
-
+/* Writing 5 to clear_refs resets VmHWM, which mm_peak_rss_mib reads, to the current RSS. */
 static void reset_peak_rss(void)
 {
     FILE *f = fopen("/proc/self/clear_refs", "w");
@@ -213,7 +201,7 @@ int main(int argc, char **argv)
             o->min_s = t[0];
             free(t);
             o->gflops = 2.0 * (double)n * (double)n * (double)dim / o->med_s * 1e-9;
-            double loc[4] = {peak_rss_mib(), st.peak_scratch_bytes / 1048576.0, st.bytes_sent / 1048576.0,
+            double loc[4] = {mm_peak_rss_mib(), st.peak_scratch_bytes / 1048576.0, st.bytes_sent / 1048576.0,
                              st.bytes_psgemm_model / 1048576.0},
                    mx[4];
             MPI_Allreduce(loc, mx, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);

@@ -17,20 +17,9 @@
 #include <string.h>
 
 #include "bench_common.h"
+#include "mmsa/alloc.h"
 #include "mmsa/blas.h"
 #include "mmsa/train.h"
-
-static double peak_rss_mib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    double kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
-    fclose(f);
-    return kb / 1024.0;
-}
 
 static double blis_peak_gflops(void)
 {
@@ -137,7 +126,7 @@ int main(int argc, char **argv)
         mm_error_print(stderr, rank);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    double flops = mm_blas_flops(), rss = peak_rss_mib();
+    double flops = mm_blas_flops(), rss = mm_peak_rss_mib();
     /* averages over ranks */
     double sums[2 * MM_PROF_SCOPES + 5];
     memcpy(sums, prof, sizeof prof);
