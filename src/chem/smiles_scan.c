@@ -151,7 +151,9 @@ static mm_status parse_bracket(const char *s, size_t *p, mm_smi_atom *at, scan_a
         int h = 1;
         if (isdigit((unsigned char)s[i])) {
             h = 0;
-            while (isdigit((unsigned char)s[i])) h = 10 * h + (s[i++] - '0');
+            /* saturates: [NH4444444444] must not overflow an int (found by fuzz_smiles) */
+            for (; isdigit((unsigned char)s[i]); i++)
+                if (h < 100000) h = 10 * h + (s[i] - '0');
         }
         at->hcount = h;
     }
