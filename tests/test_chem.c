@@ -155,6 +155,10 @@ static void test_bad_input_rejects(void **state)
     expect_reject(c, "[H][H]", MM_CHEM_NO_HEAVY_ATOM, "[H][H]");
     expect_reject(c, "[H+]", MM_CHEM_NO_HEAVY_ATOM, NULL);
     expect_reject(c, "CCCCCCC", MM_CHEM_TOO_MANY_ATOMS, "7 heavy atoms");
+    /* a hydrogen count of many digits: our SMILES scan saturates it instead of
+     * overflowing an int (found by fuzz_smiles; UBSan aborted here under make asan) */
+    expect_reject(c, "[NH4444444444+]", MM_CHEM_PARSE, "[NH4444444444+]");
+    expect_reject(c, "C[NH4444444444444444444444444+]C", MM_CHEM_PARSE, NULL);
     /* after rejects the featuriser still works and reports nothing stale */
     mm_mol_feat f;
     mm_mol_feat_init(&f);
