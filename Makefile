@@ -132,7 +132,7 @@ fuzz-only: fuzz-build
 fuzz-smoke: fuzz-build
 	@FUZZ_BUILD=$(FUZZ_BUILD) sh tests/fuzz/run_fuzz.sh smoke $(FUZZ_TARGETS)
 
-$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(LIB)
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h tests/fuzz/fuzz_chem.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Itests/fuzz $(CFLAGS) -fsanitize=fuzzer -c $< -o $@.o
 	$(CXX) $(CXXFLAGS) -fsanitize=fuzzer $@.o $(LIB) $(LDLIBS) -o $@

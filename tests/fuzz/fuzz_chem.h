@@ -1,10 +1,37 @@
-/* fuzz_chem.h: the invariants of a featurised molecule (chem.h, dataset.h), checked by
- * the featuriser targets on every molecule they get through. */
+/* fuzz_chem.h: the featuriser the featuriser targets share (fuzz_chem_setup), and the
+ * invariants of a featurised molecule (chem.h, dataset.h) they check on every molecule
+ * they get through. */
 #ifndef MMSA_FUZZ_CHEM_H
 #define MMSA_FUZZ_CHEM_H
 
 #include "fuzz_common.h"
 #include "mmsa/chem.h"
+
+/* One featuriser and one result per target process: no conformer (too slow to fuzz),
+ * depictions of image_size pixels. */
+static mm_chem *chem;
+static mm_mol_feat feat;
+
+static void fuzz_chem_done(void)
+{
+    mm_mol_feat_free(&feat);
+    mm_chem_destroy(&chem);
+}
+
+static inline void fuzz_chem_setup(int image_size)
+{
+    fuzz_init();
+    mm_chem_opts o;
+    mm_chem_opts_default(&o);
+    o.conformer = 0;
+    o.image_size = image_size;
+    if (mm_chem_init() != MM_OK || mm_chem_create(&o, &chem) != MM_OK) {
+        mm_error_print(stderr, -1);
+        abort();
+    }
+    mm_mol_feat_init(&feat);
+    atexit(fuzz_chem_done);
+}
 
 static inline void fuzz_check_feat(const mm_mol_feat *f, int image_size)
 {

@@ -13,30 +13,11 @@
 #define IMAGE 32
 #define MAX_RECORDS 4 /* featurised per input; the splitter reads them all */
 
-static mm_chem *chem;
-static mm_mol_feat feat;
-
-static void done(void)
-{
-    mm_mol_feat_free(&feat);
-    mm_chem_destroy(&chem);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    fuzz_init();
-    mm_chem_opts o;
-    mm_chem_opts_default(&o);
-    o.conformer = 0;
-    o.image_size = IMAGE;
-    if (mm_chem_init() != MM_OK || mm_chem_create(&o, &chem) != MM_OK) {
-        mm_error_print(stderr, -1);
-        abort();
-    }
-    mm_mol_feat_init(&feat);
-    atexit(done);
+    fuzz_chem_setup(IMAGE);
     return 0;
 }
 

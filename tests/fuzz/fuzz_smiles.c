@@ -8,30 +8,13 @@
 #include "fuzz_common.h"
 #include "fuzz_chem.h"
 
-static mm_chem *chem;
-static mm_mol_feat feat;
-
-static void done(void)
-{
-    mm_mol_feat_free(&feat);
-    mm_chem_destroy(&chem);
-}
+#define IMAGE 32
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    fuzz_init();
-    mm_chem_opts o;
-    mm_chem_opts_default(&o);
-    o.conformer = 0;
-    o.image_size = 32;
-    if (mm_chem_init() != MM_OK || mm_chem_create(&o, &chem) != MM_OK) {
-        mm_error_print(stderr, -1);
-        abort();
-    }
-    mm_mol_feat_init(&feat);
-    atexit(done);
+    fuzz_chem_setup(IMAGE);
     return 0;
 }
 
@@ -39,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *smiles = fuzz_string(data, size);
     mm_status st = mm_chem_featurize_smiles(chem, smiles, (uint64_t)size, &feat);
-    fuzz_check_outcome(st, &feat, 32, smiles);
+    fuzz_check_outcome(st, &feat, IMAGE, smiles);
     mm_error_clear();
     free(smiles);
     return 0;
