@@ -76,17 +76,15 @@ mm_status mm_dist_agree(mm_dist *d, mm_status st);
  * Convention for a loss spread over ranks: the objective is L = sum over ranks of the
  * rank's own part L_r. A tensor gathered from all ranks is therefore reduce-scattered
  * in the backward pass (each rank gets the sum over ranks of the gradient of its own
- * rows). A term computed identically on every rank from gathered tensors (an InfoNCE
- * over the global batch, the hypergraph) must count once: wrap it in
- * mm_dist_replicated, which passes its gradient on rank 0 and zero elsewhere, so
- * every parameter gradient summed over ranks is exact. */
+ * rows). A term over the global batch is split by rows (an InfoNCE: the rank's rows
+ * against the gathered columns, loss.h mm_info_nce_rows; the hypergraph: its own
+ * hyperedges and vertices), so each rank's part counts once and every parameter
+ * gradient summed over ranks is exact. */
 
 /* out [sum of counts, cols] = the rows of every rank in rank order; counts[r] rows
  * come from rank r (counts identical on every rank; x has counts[rank] rows). */
 mm_status mm_dist_allgather_rows(mm_tape *t, mm_dist *d, mm_tensor *x, const int64_t *counts,
                                  mm_tensor **out);
-/* Identity forward; backward passes the gradient on rank 0 only. */
-mm_status mm_dist_replicated(mm_tape *t, mm_dist *d, mm_tensor *x, mm_tensor **out);
 /* Gather an int64 or uint8 array likewise (no gradient): out has sum(counts)*width items. */
 mm_status mm_dist_allgather_bytes(mm_dist *d, const void *in, size_t item_bytes, const int64_t *counts,
                                   void *out);

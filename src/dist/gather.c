@@ -1,5 +1,4 @@
-/* gather.c: allgather of rows with a reduce-scatter backward, and the gradient gate
- * for replicated loss terms (dist.h). */
+/* gather.c: allgather of rows with a reduce-scatter backward (dist.h). */
 #include <string.h>
 
 #include "mmsa/alloc.h"
@@ -76,25 +75,6 @@ mm_status mm_dist_allgather_rows(mm_tape *t, mm_dist *d, mm_tensor *x, const int
                                    MPI_FLOAT, d->comm));
     }
     MM_CALL(mm_tape_record(t, "allgather_rows", gather_backward, y, 1, &x, c));
-    *out = y;
-    return MM_OK;
-}
-
-static mm_status replicated_backward(mm_node *nd)
-{
-    mm_dist *d = nd->ctx;
-    if (d->rank != 0) return MM_OK;
-    mm_tensor *x = nd->in[0], *y = nd->out;
-    for (int64_t i = 0; i < x->n; i++) x->grad[i] += y->grad[i];
-    return MM_OK;
-}
-
-mm_status mm_dist_replicated(mm_tape *t, mm_dist *d, mm_tensor *x, mm_tensor **out)
-{
-    mm_tensor *y;
-    MM_CALL(mm_tensor_new(t, x->ndim, x->shape, mm_tape_wants_grad(t, 1, &x), &y));
-    memcpy(y->data, x->data, (size_t)x->n * sizeof(float));
-    MM_CALL(mm_tape_record(t, "replicated", replicated_backward, y, 1, &x, d));
     *out = y;
     return MM_OK;
 }
