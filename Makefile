@@ -34,7 +34,7 @@ ifeq ($(SAN),1)
   LDFLAGS  += $(SANFLAGS)
 endif
 
-LIB_C    := $(wildcard src/core/*.c src/nn/*.c src/chem/*.c src/data/*.c src/dist/*.c src/model/*.c)
+LIB_C    := $(wildcard src/core/*.c src/nn/*.c src/chem/*.c src/data/*.c src/dist/*.c src/model/*/*.c)
 LIB_CXX  := $(wildcard src/chem/*.cpp)
 LIB_OBJ  := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cpp=$(BUILD)/%.o)
 LIB      := $(BUILD)/libmmsa.a

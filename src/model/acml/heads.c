@@ -1,4 +1,4 @@
-/* acml.c: ACML's projection heads, its loss over the global batch split by rows, and
+/* heads.c: ACML's projection heads, its loss over the global batch split by rows, and
  * the retrieval ranks (acml.h; golden README-acml.md). */
 #include "mmsa/acml.h"
 
