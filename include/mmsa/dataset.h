@@ -69,8 +69,21 @@ enum {
     MM_MOD_IMAGE = 1u << 1,       /* [N,3,H,W] */
     MM_MOD_FINGERPRINT = 1u << 2, /* [N,256] */
     MM_MOD_SCAFFOLD = 1u << 3,    /* string [N] */
-    MM_MOD_LABELS = 1u << 4       /* [N,T] */
+    MM_MOD_LABELS = 1u << 4,      /* [N,T] */
+    MM_MOD_NMR13C = 1u << 5,      /* /nmr13c peaks + ok [N] */
+    MM_MOD_NMR1H = 1u << 6        /* /nmr1h peaks + ok [N] */
 };
+enum { MM_NMR_13C = 0, MM_NMR_1H = 1, MM_NMR_KINDS = 2 };
+
+/* One kind of spectrum for the molecules of a set: peaks of molecule i are
+ * peak_offset[i] .. peak_offset[i+1]-1. */
+typedef struct mm_spectra {
+    int64_t *peak_offset;     /* [n+1] local */
+    float *shift;             /* [n_peaks] ppm */
+    int32_t *atom;            /* [n_peaks] local atom or -1 */
+    uint8_t *ok;              /* [n] */
+    int64_t n_peaks, cap_peaks;
+} mm_spectra;
 #define MM_MOD_ALL 0x1fu
 
 /* ---------------------------------------------------------------- strings */
@@ -119,6 +132,7 @@ typedef struct mm_molset {
     uint8_t *fingerprint;     /* [n, 256] MSB-first packed bits */
     mm_strings scaffold;      /* [n] "" = no ring system */
     float *labels;            /* [n, T] NaN = missing */
+    mm_spectra nmr[MM_NMR_KINDS];
 
     int64_t n_rejects;
     int64_t *reject_row;      /* [n_rejects] source row */
