@@ -1,5 +1,5 @@
 /* Gradient and value tests for nn.h: LayerNorm, BatchNorm, dropout, multi-table
- * embedding, conv2d, global average pooling. */
+ * embedding, conv2d, conv1d, global average pooling. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -510,6 +510,83 @@ static void test_conv2d_values(void **state)
     mm_tape_destroy(&t);
 }
 
+/* ---- conv1d --------------------------------------------------------------------- */
+
+static mm_status build_conv1d(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)
+{
+    conv_args *a = ctx;
+    return mm_conv1d(t, in[0], in[1], a->bias ? in[2] : NULL, a->stride, a->pad, out);
+}
+
+static void test_conv1d_grad(void **state)
+{
+    (void)state;
+    float x[3 * 2 * 11], w[4 * 2 * 5], b[4];
+    gc_fill_uniform(x, 66, -1, 1, 71);
+    gc_fill_uniform(w, 40, -1, 1, 72);
+    gc_fill_uniform(b, 4, -1, 1, 73);
+    for (int s = 1; s <= 2; s++)
+        for (int pad = 0; pad <= 2; pad += 2) {
+            conv_args a = {s, pad, true};
+            gc_input in[3] = {IN(x, 3, 3, 2, 11), IN(w, 3, 4, 2, 5), IN(b, 1, 4)};
+            assert_int_equal(gradcheck(build_conv1d, &a, 3, in, NULL), 0);
+        }
+    /* kernel 3, stride 2, padding 1 (the spectrum encoder's shape), no bias; length 1 */
+    conv_args nb = {2, 1, false};
+    gc_input k3[2] = {IN(x, 3, 3, 2, 11), IN(w, 3, 4, 2, 3)};
+    assert_int_equal(gradcheck(build_conv1d, &nb, 2, k3, NULL), 0);
+    gc_input l1[2] = {IN(x, 3, 3, 2, 1), IN(w, 3, 4, 2, 3)};
+    assert_int_equal(gradcheck(build_conv1d, &nb, 2, l1, NULL), 0);
+}
+
+static void test_conv1d_values(void **state)
+{
+    (void)state;
+    /* against the direct sum y[n,o,j] = b[o] + sum w[o,i,q] x[n,i,j s + q - pad], padding
+     * at the ends only (a 2-D convolution of height 1 padded on every side would have 3 rows) */
+    enum { N = 2, Ci = 3, L = 13, Co = 4, K = 5 };
+    float x[N * Ci * L], w[Co * Ci * K], b[Co];
+    gc_fill_uniform(x, N * Ci * L, -1, 1, 74);
+    gc_fill_uniform(w, Co * Ci * K, -1, 1, 75);
+    gc_fill_uniform(b, Co, -1, 1, 76);
+    mm_tape t;
+    assert_int_equal(mm_tape_init(&t, 1 << 16), MM_OK);
+    for (int s = 1; s <= 3; s++)
+        for (int pad = 0; pad <= 2; pad++) {
+            mm_tensor *y;
+            assert_int_equal(mm_conv1d(&t, wrap(&t, x, NULL, 3, (int64_t[]){N, Ci, L}),
+                                       wrap(&t, w, NULL, 3, (int64_t[]){Co, Ci, K}), wrap(&t, b, NULL, 1, (int64_t[]){Co}),
+                                       s, pad, &y),
+                             MM_OK);
+            int Lo = (L + 2 * pad - K) / s + 1;
+            assert_int_equal(y->ndim, 3);
+            assert_int_equal(y->shape[1], Co);
+            assert_int_equal(y->shape[2], Lo);
+            for (int n = 0; n < N; n++)
+                for (int o = 0; o < Co; o++)
+                    for (int j = 0; j < Lo; j++) {
+                        double acc = b[o];
+                        for (int i = 0; i < Ci; i++)
+                            for (int q = 0; q < K; q++) {
+                                int at = j * s + q - pad;
+                                if (at >= 0 && at < L) acc += (double)w[(o * Ci + i) * K + q] * x[(n * Ci + i) * L + at];
+                            }
+                        assert_float_equal(y->data[(n * Co + o) * Lo + j], acc, 1e-5);
+                    }
+        }
+    /* wrong ranks and a kernel longer than the padded input are errors */
+    mm_tensor *y;
+    assert_int_equal(mm_conv1d(&t, wrap(&t, x, NULL, 4, (int64_t[]){N, Ci, 1, L}),
+                               wrap(&t, w, NULL, 3, (int64_t[]){Co, Ci, K}), NULL, 1, 0, &y),
+                     MM_ERR_ARG);
+    mm_error_clear();
+    assert_int_equal(mm_conv1d(&t, wrap(&t, x, NULL, 3, (int64_t[]){N, Ci, 2}),
+                               wrap(&t, w, NULL, 3, (int64_t[]){Co, Ci, K}), NULL, 1, 1, &y),
+                     MM_ERR_ARG);
+    mm_error_clear();
+    mm_tape_destroy(&t);
+}
+
 static void test_conv2d_blocked_matches_direct(void **state)
 {
     (void)state;
@@ -651,6 +728,8 @@ int main(void)
         cmocka_unit_test(test_conv2d_grad),
         cmocka_unit_test(test_conv2d_values),
         cmocka_unit_test(test_conv2d_blocked_matches_direct),
+        cmocka_unit_test(test_conv1d_grad),
+        cmocka_unit_test(test_conv1d_values),
         cmocka_unit_test(test_global_avg_pool),
         cmocka_unit_test(test_conv_bn_pool_chain),
     };

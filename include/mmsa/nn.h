@@ -86,6 +86,14 @@ mm_status mm_embedding_offsets(const int32_t *vocab, int nfeat, int64_t *off, in
 mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
                     int padding, mm_tensor **out);
 
+/* ---- 1-D convolution --------------------------------------------------------------
+ * x [N, Cin, L], w [Cout, Cin, k], b [Cout] or NULL; zero padding `padding` at both
+ * ends, step `stride`: y[n, o, j] = b[o] + sum_{i,q} w[o, i, q] x[n, i, j*s + q - pad],
+ * y [N, Cout, Lo], Lo = floor((L + 2 pad - k) / s) + 1. The 2-D convolution over rows of
+ * height 1 (no padding in height), so it shares its im2col, blocking and backward. */
+mm_status mm_conv1d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
+                    int padding, mm_tensor **out);
+
 /* ---- Global average pooling ------------------------------------------------------
  * x [N, C, H, W] (or [N, C, L]) -> [N, C]: mean over the spatial positions. */
 mm_status mm_global_avg_pool(mm_tape *t, mm_tensor *x, mm_tensor **out);

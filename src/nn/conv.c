@@ -1,9 +1,11 @@
-/* conv.c: 2-D convolution by im2col + GEMM, and global average pooling (nn.h). */
+/* conv.c: 2-D and 1-D convolution by im2col + GEMM, and global average pooling (nn.h).
+ * A 1-D convolution is the 2-D one over rows of height 1 with no padding in height. */
 #include "mmsa/nn.h"
 
 #include <string.h>
 
 #include "mmsa/blas.h"
+#include "mmsa/ops.h"
 
 /* Scratch floats per block of images: the column matrix and the GEMM output
  * (K + Cout) * P * B stay under this, so memory does not grow with the batch. */
@@ -13,7 +15,7 @@ typedef struct {
     int64_t N, Cin, H, W;      /* x [N, Cin, H, W] */
     int64_t Cout, kh, kw;      /* w [Cout, Cin, kh, kw] */
     int64_t Ho, Wo;            /* y [N, Cout, Ho, Wo] */
-    int64_t s, pad;
+    int64_t s, pad_h, pad_w;   /* zero padding on each side in height and width */
     int64_t block;             /* images per im2col block */
 } conv_geom;
 
@@ -40,17 +42,17 @@ static void im2col(const conv_geom *g, const float *xi, float *col, int64_t ld, 
             for (int64_t q = 0; q < g->kw; q++) {
                 float *row = col + ((c * g->kh + p) * g->kw + q) * ld + col0;
                 int64_t lo, hi;
-                valid_range(g->W, g->Wo, g->s, g->pad, q, &lo, &hi);
+                valid_range(g->W, g->Wo, g->s, g->pad_w, q, &lo, &hi);
                 for (int64_t oh = 0; oh < g->Ho; oh++) {
                     float *dst = row + oh * g->Wo;
-                    int64_t ih = oh * g->s - g->pad + p;
+                    int64_t ih = oh * g->s - g->pad_h + p;
                     if (ih < 0 || ih >= g->H) {
                         memset(dst, 0, (size_t)g->Wo * sizeof(float));
                         continue;
                     }
                     /* input column of ow is ow*s + shift, >= 0 on [lo, hi) */
                     const float *src = xi + (c * g->H + ih) * g->W;
-                    int64_t shift = q - g->pad;
+                    int64_t shift = q - g->pad_w;
                     for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
                     if (g->s == 1) {
                         if (hi > lo) memcpy(dst + lo, src + lo + shift, (size_t)(hi - lo) * sizeof(float));
@@ -70,13 +72,13 @@ static void col2im(const conv_geom *g, const float *col, int64_t ld, int64_t col
             for (int64_t q = 0; q < g->kw; q++) {
                 const float *row = col + ((c * g->kh + p) * g->kw + q) * ld + col0;
                 int64_t lo, hi;
-                valid_range(g->W, g->Wo, g->s, g->pad, q, &lo, &hi);
+                valid_range(g->W, g->Wo, g->s, g->pad_w, q, &lo, &hi);
                 for (int64_t oh = 0; oh < g->Ho; oh++) {
-                    int64_t ih = oh * g->s - g->pad + p;
+                    int64_t ih = oh * g->s - g->pad_h + p;
                     if (ih < 0 || ih >= g->H) continue;
                     const float *src = row + oh * g->Wo;
                     float *dst = dxi + (c * g->H + ih) * g->W;
-                    int64_t shift = q - g->pad;
+                    int64_t shift = q - g->pad_w;
                     for (int64_t ow = lo; ow < hi; ow++) dst[ow * g->s + shift] += src[ow];
                 }
             }
@@ -118,18 +120,12 @@ static mm_status conv_backward(mm_node *nd)
     return MM_OK;
 }
 
-mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
-                    int padding, mm_tensor **out)
+/* The convolution of x [N, Cin, H, W] with w [Cout, Cin, kh, kw], padding pad_h rows and
+ * pad_w columns on each side; `op` names the caller in messages and on the tape. */
+static mm_status conv_forward(mm_tape *t, const char *op, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
+                              int pad_h, int pad_w, mm_tensor **out)
 {
     char sx[64], sw[64];
-    if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1])
-        return MM_ERR(MM_ERR_ARG, "conv2d: x %s and weight %s must be [N, Cin, H, W] and [Cout, Cin, kh, kw]",
-                      mm_shape_str(x, sx, sizeof sx), mm_shape_str(w, sw, sizeof sw));
-    if (b && b->n != w->shape[0])
-        return MM_ERR(MM_ERR_ARG, "conv2d: bias %s does not match weight %s", mm_shape_str(b, sx, sizeof sx),
-                      mm_shape_str(w, sw, sizeof sw));
-    if (stride < 1 || padding < 0)
-        return MM_ERR(MM_ERR_ARG, "conv2d: stride %d must be >= 1 and padding %d >= 0", stride, padding);
     conv_geom *g;
     MM_CALL(mm_tape_alloc(t, sizeof *g, (void **)&g));
     g->N = x->shape[0];
@@ -140,11 +136,12 @@ mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int st
     g->kh = w->shape[2];
     g->kw = w->shape[3];
     g->s = stride;
-    g->pad = padding;
-    int64_t hp = g->H + 2 * g->pad - g->kh, wp = g->W + 2 * g->pad - g->kw;
+    g->pad_h = pad_h;
+    g->pad_w = pad_w;
+    int64_t hp = g->H + 2 * g->pad_h - g->kh, wp = g->W + 2 * g->pad_w - g->kw;
     if (g->kh < 1 || g->kw < 1 || hp < 0 || wp < 0)
-        return MM_ERR(MM_ERR_ARG, "conv2d: kernel of weight %s does not fit x %s with padding %d",
-                      mm_shape_str(w, sw, sizeof sw), mm_shape_str(x, sx, sizeof sx), padding);
+        return MM_ERR(MM_ERR_ARG, "%s: kernel of weight %s does not fit x %s with padding %d", op,
+                      mm_shape_str(w, sw, sizeof sw), mm_shape_str(x, sx, sizeof sx), pad_w);
     g->Ho = hp / g->s + 1;
     g->Wo = wp / g->s + 1;
     int64_t P = g->Ho * g->Wo, K = g->Cin * g->kh * g->kw, Cout = g->Cout;
@@ -174,8 +171,45 @@ mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int st
                 for (int64_t j = 0; j < P; j++) yo[j] = src[j] + bo;
             }
     }
-    MM_CALL(mm_tape_record(t, "conv2d", conv_backward, y, 3, in, g));
+    MM_CALL(mm_tape_record(t, op, conv_backward, y, 3, in, g));
     *out = y;
+    return MM_OK;
+}
+
+mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
+                    int padding, mm_tensor **out)
+{
+    char sx[64], sw[64];
+    if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1])
+        return MM_ERR(MM_ERR_ARG, "conv2d: x %s and weight %s must be [N, Cin, H, W] and [Cout, Cin, kh, kw]",
+                      mm_shape_str(x, sx, sizeof sx), mm_shape_str(w, sw, sizeof sw));
+    if (b && b->n != w->shape[0])
+        return MM_ERR(MM_ERR_ARG, "conv2d: bias %s does not match weight %s", mm_shape_str(b, sx, sizeof sx),
+                      mm_shape_str(w, sw, sizeof sw));
+    if (stride < 1 || padding < 0)
+        return MM_ERR(MM_ERR_ARG, "conv2d: stride %d must be >= 1 and padding %d >= 0", stride, padding);
+    MM_CALL(conv_forward(t, "conv2d", x, w, b, stride, padding, padding, out));
+    return MM_OK;
+}
+
+/* [N, C, L] viewed as [N, C, 1, L] (the same data and gradient), and back. */
+mm_status mm_conv1d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride, int padding,
+                    mm_tensor **out)
+{
+    char sx[64], sw[64];
+    if (x->ndim != 3 || w->ndim != 3 || x->shape[1] != w->shape[1])
+        return MM_ERR(MM_ERR_ARG, "conv1d: x %s and weight %s must be [N, Cin, L] and [Cout, Cin, k]",
+                      mm_shape_str(x, sx, sizeof sx), mm_shape_str(w, sw, sizeof sw));
+    if (b && b->n != w->shape[0])
+        return MM_ERR(MM_ERR_ARG, "conv1d: bias %s does not match weight %s", mm_shape_str(b, sx, sizeof sx),
+                      mm_shape_str(w, sw, sizeof sw));
+    if (stride < 1 || padding < 0)
+        return MM_ERR(MM_ERR_ARG, "conv1d: stride %d must be >= 1 and padding %d >= 0", stride, padding);
+    mm_tensor *x4, *w4, *y4;
+    MM_CALL(mm_reshape(t, x, 4, (int64_t[]){x->shape[0], x->shape[1], 1, x->shape[2]}, &x4));
+    MM_CALL(mm_reshape(t, w, 4, (int64_t[]){w->shape[0], w->shape[1], 1, w->shape[2]}, &w4));
+    MM_CALL(conv_forward(t, "conv1d", x4, w4, b, stride, 0, padding, &y4));
+    MM_CALL(mm_reshape(t, y4, 3, (int64_t[]){y4->shape[0], y4->shape[1], y4->shape[3]}, out));
     return MM_OK;
 }
 
