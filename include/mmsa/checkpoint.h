@@ -101,4 +101,9 @@ mm_status mm_ckpt_load_params(const char *path, MPI_Comm comm, mm_params *params
  * the checksum is checked. Collective over comm like mm_ckpt_load_params. */
 mm_status mm_ckpt_load_buffers(const char *path, MPI_Comm comm, float *dst, size_t n, int64_t *bn_batches);
 
+/* The resolved job text stored in the checkpoint (root attribute "job"; "" when the
+ * writer stored none) into *text (malloc'ed, the caller frees it). The format is checked
+ * as for the loads above. Collective over comm like mm_ckpt_load_params. */
+mm_status mm_ckpt_load_job(const char *path, MPI_Comm comm, char **text);
+
 #endif

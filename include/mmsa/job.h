@@ -13,7 +13,7 @@
 
 #include "mmsa/config.h"
 
-typedef enum { MM_OBJ_MMSA = 0 } mm_objective;
+typedef enum { MM_OBJ_MMSA = 0, MM_OBJ_SPECTRUM_AE = 1 } mm_objective;
 typedef enum { MM_KNN_ALLGATHER = 0, MM_KNN_RING = 1, MM_KNN_SCALAPACK = 2 } mm_knn_backend;
 typedef enum { MM_OPTIMIZER_ADAMW = 0, MM_OPTIMIZER_SGD = 1 } mm_optimizer_kind;
 
@@ -72,12 +72,25 @@ typedef struct mm_dist_config {
     int blis_threads;
 } mm_dist_config;
 
+/* The NMR spectrum autoencoder (model.objective: spectrum_autoencoder; spectrum.h). */
+typedef struct mm_spectrum_config {
+    int kind;                  /* MM_NMR_13C or MM_NMR_1H (dataset.h) */
+    float nmr13c_min, nmr13c_max, nmr13c_step, nmr13c_sigma; /* grid and peak width, ppm */
+    float nmr1h_min, nmr1h_max, nmr1h_step, nmr1h_sigma;
+    int n_channels;            /* count of channels (must precede it) */
+    int channels[MM_CFG_LIST_MAX];
+    int kernel;
+    int embed_dim;
+    int decoder_hidden;
+} mm_spectrum_config;
+
 typedef struct mm_job {
     mm_model_config model;
     mm_loss_config loss;
     mm_train_config train;
     mm_checkpoint_config checkpoint;
     mm_dist_config dist;
+    mm_spectrum_config spectrum;
 } mm_job;
 
 extern const mm_cfg_schema mm_job_schema;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mmsa/spectrum.h"
 #include "mmsa/train.h"
 
 static void usage(FILE *f)
@@ -11,7 +12,9 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mpirun -n P mmsa_pretrain JOB.yaml [options]\n"
             "\n"
-            "Pre-trains the MMSA model (DESIGN.md section 3) on a dataset written by mmsa_prep.\n"
+            "Pre-trains the MMSA model (DESIGN.md section 3) on a dataset written by mmsa_prep, or\n"
+            "with model.objective: spectrum_autoencoder the NMR spectrum encoder of spectrum.kind\n"
+            "(configs/spectrum_ae_nmr13c.yaml) on the molecules that have that spectrum.\n"
             "Every setting is in the job file; configs/reference.yaml documents each key and its\n"
             "default. The run directory (train.run_dir) receives job.yaml (resolved), log.jsonl\n"
             "(one JSON line every train.log_every steps) and checkpoints/ (HDF5; the run resumes\n"
@@ -26,6 +29,26 @@ static void usage(FILE *f)
             "  --quiet                  no progress line\n"
             "  --print-reference        print the documented reference job file and exit\n"
             "  -h, --help               this text\n");
+}
+
+/* The spectrum autoencoder's run: same run directory, log, checkpoints and --steps. */
+static mm_status run_spectrum_ae(const mm_job *job, mm_dist *d, long long steps, bool quiet)
+{
+    mm_spectrum_trainer tr;
+    mm_status st = mm_spectrum_trainer_init(&tr, job, d);
+    tr.quiet = quiet;
+    if (st == MM_OK && d->rank == 0)
+        fprintf(stderr, "mmsa_pretrain: spectrum autoencoder (%s, %lld bins): %lld of %lld molecules have the spectrum "
+                        "(%lld for training), batch %d on %d rank(s), steps %lld..%lld\n",
+                mm_nmr_kind_names[job->spectrum.kind], (long long)tr.net.grid.n_bins, (long long)tr.n_with,
+                (long long)tr.n_molecules, (long long)tr.n_train, job->train.batch_size, d->size, (long long)tr.step,
+                (long long)tr.total_steps);
+    if (st == MM_OK) st = mm_spectrum_trainer_run(&tr, steps);
+    if (st == MM_OK && d->rank == 0)
+        printf("done: %lld steps; %lld peaks outside the grid dropped; checkpoints in %s\n", (long long)tr.step,
+               (long long)tr.dropped_total, tr.ckpt_dir);
+    mm_spectrum_trainer_destroy(&tr);
+    return st;
 }
 
 int main(int argc, char **argv)
@@ -94,11 +117,20 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
-    st = mm_trainer_init(&tr, &job, &d);
-    tr.quiet = quiet;
+    if (job.model.objective == MM_OBJ_SPECTRUM_AE) {
+        if (eval_n > 0)
+            st = mm_dist_agree(&d, MM_ERR(MM_ERR_CONFIG, "--eval-retrieval needs model.objective: mmsa"));
+        else
+            st = run_spectrum_ae(&job, &d, steps, quiet);
+    } else {
+        st = mm_trainer_init(&tr, &job, &d);
+        tr.quiet = quiet;
+    }
     double r1_before = 0, r5_before = 0, r1 = 0, r5 = 0;
     int64_t n_mol = tr.n_molecules;
-    if (st == MM_OK && eval_n > n_mol) {
+    if (job.model.objective == MM_OBJ_SPECTRUM_AE) {
+        /* done above; the error reporting below is shared */
+    } else if (st == MM_OK && eval_n > n_mol) {
         /* every rank has the same count: the same error on every rank */
         st = mm_dist_agree(&d, MM_ERR(MM_ERR_CONFIG, "--eval-retrieval %lld: the dataset %s has %lld molecules", eval_n,
                                       job.train.dataset, (long long)n_mol));
@@ -114,7 +146,7 @@ int main(int argc, char **argv)
                    "(chance %.2f%%)\n",
                    100 * r1_before, 100 * r5_before, (long long)eval_n, 100.0 / (double)eval_n);
     }
-    if (st == MM_OK) {
+    if (st == MM_OK && job.model.objective == MM_OBJ_MMSA) {
         if (rank == 0)
             fprintf(stderr, "mmsa_pretrain: %lld molecules (%lld for training), batch %d on %d rank(s), steps %lld..%lld\n",
                     (long long)tr.n_molecules, (long long)tr.n_train, job.train.batch_size, d.size, (long long)tr.step,
@@ -142,7 +174,8 @@ int main(int argc, char **argv)
         MPI_Abort(MPI_COMM_WORLD, 1);
         return 1;
     }
-    if (rank == 0) printf("done: %lld steps; checkpoints in %s\n", (long long)tr.step, tr.ckpt_dir);
+    if (rank == 0 && job.model.objective == MM_OBJ_MMSA)
+        printf("done: %lld steps; checkpoints in %s\n", (long long)tr.step, tr.ckpt_dir);
     mm_trainer_destroy(&tr);
     mm_dist_destroy(&d);
     MPI_Finalize();

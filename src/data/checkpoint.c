@@ -1282,6 +1282,7 @@ typedef struct load_ctx {
     float *dst;
     size_t n;
     int64_t *bn_batches;
+    char **job;
 } load_ctx;
 
 static mm_status with_checkpoint(const char *path, MPI_Comm comm, mm_status (*load)(hid_t, const char *, load_ctx *),
@@ -1308,6 +1309,42 @@ static mm_status load_params_cb(hid_t f, const char *path, load_ctx *c)
 static mm_status load_buffers_cb(hid_t f, const char *path, load_ctx *c)
 {
     return load_buffers(f, path, c->dst, c->n, c->bn_batches);
+}
+
+/* The root attribute "job" (fixed-length as written, or variable-length) into a new string. */
+static mm_status load_job_cb(hid_t f, const char *path, load_ctx *c)
+{
+    MM_CALL(check_format(f, path));
+    htri_t ex = H5Aexists(f, "job");
+    if (ex < 0) return H5ERR(MM_ERR_FORMAT, "%s: cannot read the root attributes", path);
+    size_t n = 1;
+    if (ex > 0) {
+        hid_t a, t;
+        MM_CALL(attr_open(f, "/", "job", path, &a));
+        t = H5Aget_type(a);
+        n = t < 0 ? 0 : H5Tis_variable_str(t) > 0 ? (size_t)1 << 20 : H5Tget_size(t) + 1;
+        close_id(&t, H5Tclose);
+        close_id(&a, H5Aclose);
+        if (n == 0) return H5ERR(MM_ERR_FORMAT, "%s: cannot read attribute job of /", path);
+    }
+    char *buf = malloc(n);
+    if (!buf) return MM_ERR(MM_ERR_NOMEM, "%s: the job text (%zu bytes)", path, n);
+    buf[0] = '\0';
+    mm_status st = ex > 0 ? attr_read_str(f, "/", "job", buf, n, path) : MM_OK;
+    if (st != MM_OK) {
+        free(buf);
+        return st;
+    }
+    *c->job = buf;
+    return MM_OK;
+}
+
+mm_status mm_ckpt_load_job(const char *path, MPI_Comm comm, char **text)
+{
+    MM_CHECK_ARG(path && text, "checkpoint job load: needs a path and a destination");
+    *text = NULL;
+    load_ctx c = {.job = text};
+    return with_checkpoint(path, comm, load_job_cb, &c);
 }
 
 mm_status mm_ckpt_load_params(const char *path, MPI_Comm comm, mm_params *params, const char *prefix, int *n_loaded)

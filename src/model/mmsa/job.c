@@ -1,5 +1,6 @@
 /* job.c: the schema of the mmsa_pretrain job file. Defaults follow DESIGN.md section 3. */
 #include "mmsa/job.h"
+#include "mmsa/spectrum.h"
 
 #include <stddef.h>
 
@@ -11,8 +12,8 @@
     {#sec, #key, MM_CFG_ENUM, offsetof(mm_job, sec) + offsetof(st, key), def, 1, 0, choices, doc}
 
 static const mm_cfg_field fields[] = {
-    FE(model, mm_model_config, objective, "mmsa", "mmsa",
-      "pre-training objective: mmsa (structure awareness)"),
+    FE(model, mm_model_config, objective, "mmsa", "mmsa|spectrum_autoencoder",
+      "pre-training objective: mmsa (structure awareness), spectrum_autoencoder (NMR encoder, section spectrum)"),
     F(model, mm_model_config, embed_dim, MM_CFG_INT, "256", 2, 65536, "width of every encoder output and of the unified embedding"),
     F(model, mm_model_config, proj_hidden, MM_CFG_INT, "256", 1, 65536, "hidden width of the projection heads"),
     F(model, mm_model_config, proj_dim, MM_CFG_INT, "128", 2, 65536, "output width of the L2-normalised projection heads"),
@@ -77,6 +78,21 @@ static const mm_cfg_field fields[] = {
     FE(dist, mm_dist_config, knn_backend, "allgather", "allgather|ring|scalapack", "distributed kNN algorithm"),
     F(dist, mm_dist_config, bucket_mb, MM_CFG_FLOAT, "4", 0.01, 4096, "gradient allreduce bucket size in MiB"),
     F(dist, mm_dist_config, blis_threads, MM_CFG_INT, "1", 1, 256, "BLIS threads per rank"),
+
+    FE(spectrum, mm_spectrum_config, kind, "nmr13c", "nmr13c|nmr1h", "which spectrum the autoencoder learns"),
+    F(spectrum, mm_spectrum_config, nmr13c_min, MM_CFG_FLOAT, "-50", -1e4, 1e4, "13C grid: first bin edge, ppm"),
+    F(spectrum, mm_spectrum_config, nmr13c_max, MM_CFG_FLOAT, "350", -1e4, 1e4, "13C grid: last bin edge, ppm"),
+    F(spectrum, mm_spectrum_config, nmr13c_step, MM_CFG_FLOAT, "0.1", 1e-4, 1e3, "13C grid: bin width, ppm"),
+    F(spectrum, mm_spectrum_config, nmr13c_sigma, MM_CFG_FLOAT, "0.5", 1e-4, 1e3, "13C peak: Gaussian standard deviation, ppm"),
+    F(spectrum, mm_spectrum_config, nmr1h_min, MM_CFG_FLOAT, "0", -1e4, 1e4, "1H grid: first bin edge, ppm"),
+    F(spectrum, mm_spectrum_config, nmr1h_max, MM_CFG_FLOAT, "12", -1e4, 1e4, "1H grid: last bin edge, ppm"),
+    F(spectrum, mm_spectrum_config, nmr1h_step, MM_CFG_FLOAT, "0.01", 1e-5, 1e3, "1H grid: bin width, ppm"),
+    F(spectrum, mm_spectrum_config, nmr1h_sigma, MM_CFG_FLOAT, "0.05", 1e-5, 1e3, "1H peak: Gaussian standard deviation, ppm"),
+    F(spectrum, mm_spectrum_config, channels, MM_CFG_INT_LIST, "[16, 32, 64, 128, 128, 256]", 1, 4096,
+      "channels of the stride-2 conv + BatchNorm + ReLU stages of the 1-D CNN"),
+    F(spectrum, mm_spectrum_config, kernel, MM_CFG_INT, "5", 1, 63, "1-D kernel width in bins (odd: centred, padding kernel / 2)"),
+    F(spectrum, mm_spectrum_config, embed_dim, MM_CFG_INT, "256", 2, 65536, "width of the spectrum embedding (the teacher's output)"),
+    F(spectrum, mm_spectrum_config, decoder_hidden, MM_CFG_INT, "512", 1, 65536, "hidden width of the reconstruction decoder"),
 };
 
 static const char *const section_docs[] = {
@@ -85,6 +101,7 @@ static const char *const section_docs[] = {
     "train", "Data, optimiser and schedule.",
     "checkpoint", "Checkpoints in run_dir/checkpoints (HDF5, written atomically).",
     "dist", "Distribution across MPI ranks.",
+    "spectrum", "NMR spectrum autoencoder (model.objective: spectrum_autoencoder; include/mmsa/spectrum.h).",
     NULL, NULL,
 };
 
@@ -110,5 +127,6 @@ mm_status mm_job_validate(const mm_job *job)
     if ((job->model.image_size >> job->model.n_cnn_channels) < 1)
         return MM_ERR(MM_ERR_CONFIG, "model.image_size %d is too small for %d stride-2 stages", job->model.image_size,
                       job->model.n_cnn_channels);
+    if (job->model.objective == MM_OBJ_SPECTRUM_AE) MM_CALL(mm_spectrum_config_validate(&job->spectrum));
     return MM_OK;
 }

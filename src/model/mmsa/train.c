@@ -1,22 +1,12 @@
 /* train.c: the pre-training loop (train.h). */
 #include "mmsa/train.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "mmsa/checkpoint.h"
-#include "mmsa/fs.h"
-#include "mmsa/rng.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "mmsa/run.h"
 
 static mm_ckpt_state ckpt_state(mm_trainer *tr)
 {
@@ -36,21 +26,6 @@ static mm_ckpt_state ckpt_state(mm_trainer *tr)
     return s;
 }
 
-static mm_status open_log(mm_trainer *tr)
-{
-    if (tr->d->rank != 0) return MM_OK;
-    char path[1200];
-    snprintf(path, sizeof path, "%s/log.jsonl", tr->job.train.run_dir);
-    tr->log = fopen(path, "a");
-    if (!tr->log) return MM_ERR(MM_ERR_IO, "cannot open %s for appending: %s", path, strerror(errno));
-    snprintf(path, sizeof path, "%s/job.yaml", tr->job.train.run_dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return MM_ERR(MM_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    fputs(tr->job_text, f);
-    fclose(f);
-    return MM_OK;
-}
-
 /* The job against the dataset: every rank reads the same job and file, so every rank
  * fails here the same way (a missing file, a batch larger than the data), and
  * mm_trainer_init agrees on the outcome so that it is reported once. */
@@ -66,11 +41,7 @@ static mm_status open_dataset(mm_trainer *tr, const mm_job *job, mm_dist *d)
         return MM_ERR(MM_ERR_CONFIG, "train.batch_size (%d) is smaller than the number of ranks (%d)", T->batch_size,
                       d->size);
     /* the resolved job, for the run directory and the checkpoints */
-    size_t len = 0;
-    FILE *mf = open_memstream(&tr->job_text, &len);
-    if (!mf) return MM_ERR(MM_ERR_NOMEM, "job text");
-    mm_cfg_write_values(&mm_job_schema, job, mf);
-    fclose(mf);
+    MM_CALL(mm_run_job_text(job, &tr->job_text));
 
     MM_CALL(mm_dataset_open(T->dataset, d->comm, &tr->ds));
     const mm_dataset_info *info = mm_dataset_get_info(tr->ds);
@@ -123,28 +94,18 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
         mm_dist_block(T->batch_size, d->size, r, &s0, &tr->counts[r]);
     }
 
-    snprintf(tr->ckpt_dir, sizeof tr->ckpt_dir, "%s/checkpoints", T->run_dir);
-    mm_status st = d->rank == 0 ? mm_mkdir_p(tr->ckpt_dir, "checkpoint directory") : MM_OK;
-    MM_CALL(mm_dist_agree(d, st));
+    MM_CALL(mm_run_checkpoint_dir(T->run_dir, d, tr->ckpt_dir, sizeof tr->ckpt_dir));
     if (job->checkpoint.resume) {
-        char path[1200];
-        bool found = false;
-        MM_CALL(mm_ckpt_latest(tr->ckpt_dir, path, sizeof path, &found));
-        if (found) {
-            mm_ckpt_state s = ckpt_state(tr);
-            MM_CALL(mm_ckpt_read(path, d, &s));
-            mm_status seed_st = MM_OK;
-            if (s.seed != (uint64_t)T->seed)
-                seed_st = MM_ERR(MM_ERR_CONFIG, "%s was written with seed %llu but train.seed is %lld", path,
-                                 (unsigned long long)s.seed, (long long)T->seed);
-            MM_CALL(mm_dist_agree(d, seed_st));
+        mm_ckpt_state s = ckpt_state(tr);
+        bool resumed;
+        MM_CALL(mm_run_resume(tr->ckpt_dir, d, (uint64_t)T->seed, &s, &resumed));
+        if (resumed) {
             tr->step = s.step;
             tr->model.bn_batches = s.bn_batches;
-            if (d->rank == 0) fprintf(stderr, "resuming from %s (step %lld)\n", path, (long long)tr->step);
         }
     }
-    MM_CALL(mm_dist_agree(d, open_log(tr)));
-    tr->t_start = tr->t_last_log = now();
+    MM_CALL(mm_run_open_log(T->run_dir, tr->job_text, d, &tr->log));
+    tr->t_start = tr->t_last_log = mm_run_now();
     tr->step_last_log = tr->step;
     return MM_OK;
 }
@@ -166,23 +127,12 @@ void mm_trainer_destroy(mm_trainer *tr)
     memset(tr, 0, sizeof *tr);
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 mm_status mm_trainer_batch_indices(mm_trainer *tr, int64_t step, int64_t *idx)
 {
-    int64_t B = tr->job.train.batch_size, epoch = step / tr->steps_per_epoch, k = step % tr->steps_per_epoch;
-    if (tr->perm_epoch != epoch) {
-        mm_rng r;
-        mm_rng_init(&r, (uint64_t)tr->job.train.seed, MM_STREAM_SHUFFLE + (uint64_t)epoch);
-        mm_rng_permutation(&r, tr->n_train, tr->perm);
-        tr->perm_epoch = epoch;
-    }
-    memcpy(idx, tr->perm + k * B, (size_t)B * sizeof(int64_t));
-    qsort(idx, (size_t)B, sizeof(int64_t), cmp_i64);
+    mm_run_batches b = {(uint64_t)tr->job.train.seed, tr->n_train, tr->job.train.batch_size, tr->steps_per_epoch,
+                        NULL, tr->perm, tr->perm_epoch};
+    mm_run_batch(&b, step, idx);
+    tr->perm_epoch = b.perm_epoch;
     return MM_OK;
 }
 
@@ -199,7 +149,7 @@ static void normalise_rows(const float *s, int64_t n, int64_t dim, float *out)
 
 mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
 {
-    double t0 = now();
+    double t0 = mm_run_now();
     mm_dist *d = tr->d;
     double bytes0[MM_COMM_KINDS];
     memcpy(bytes0, d->bytes, sizeof bytes0);
@@ -275,7 +225,7 @@ mm_status mm_trainer_step(mm_trainer *tr, mm_step_report *rep)
     MM_CALL(mm_bank_update(&tr->bank, sh, o.assign, N, &rep->bank));
     mm_tape_scope(t, MM_SCOPE_OTHER);
     tr->step++;
-    rep->seconds = now() - t0;
+    rep->seconds = mm_run_now() - t0;
     rep->grad_exposed_s = tr->gsync.progress_s + tr->gsync.wait_s;
     for (int k = 0; k < MM_COMM_KINDS; k++) rep->comm_bytes[k] = d->bytes[k] - bytes0[k];
     return MM_OK;
@@ -288,17 +238,10 @@ mm_status mm_trainer_checkpoint(mm_trainer *tr)
     return MM_OK;
 }
 
-static void fmt_hms(double s, char *buf, size_t n)
-{
-    if (!(s >= 0) || s > 1e8) s = 0;
-    long v = (long)(s + 0.5);
-    snprintf(buf, n, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
-}
-
 /* Collective (the largest peak RSS over the ranks); rank 0 writes the line. */
 static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
 {
-    double t = now();
+    double t = mm_run_now();
     double mps = (double)(tr->step - tr->step_last_log) * tr->job.train.batch_size / fmax(t - tr->t_last_log, 1e-9);
     tr->t_last_log = t;
     tr->step_last_log = tr->step;
@@ -321,7 +264,7 @@ static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
     if (!tr->quiet && tr->job.train.progress) {
         char eta[32];
         double per_step = (t - tr->t_start) / (double)fmax(1, tr->step);
-        fmt_hms(per_step * (double)(tr->total_steps - tr->step), eta, sizeof eta);
+        mm_run_fmt_hms(per_step * (double)(tr->total_steps - tr->step), eta, sizeof eta);
         fprintf(stderr, "step %lld/%lld (%3.0f%%) loss %.4f [align %.3f rec %.3f hg %.3f mem %.3f] lr %.2e %.0f mol/s ETA %s\n",
                 (long long)tr->step, (long long)tr->total_steps, 100.0 * (double)tr->step / (double)tr->total_steps,
                 r->loss, r->l_align, r->l_rec, r->l_hg, r->l_mem, (double)r->lr, mps, eta);

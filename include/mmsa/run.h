@@ -1,0 +1,50 @@
+/* run.h: what every pre-training loop shares (MMSA's in train.h, the spectrum
+ * autoencoder's in spectrum.h): the run directory and the batch schedule.
+ *
+ * Owns: run_dir/job.yaml (the resolved job), run_dir/log.jsonl (opened for appending on
+ * rank 0), run_dir/checkpoints/ (created; resuming from its `latest`), and the global
+ * batch of a step. Promises:
+ *  - the global batch of step s is a pure function of (seed, s): epoch e = s / spe
+ *    shuffles positions 0 .. n_train-1 with the counter-based RNG (stream
+ *    MM_STREAM_SHUFFLE + e), batch k = s mod spe takes perm[kB .. kB+B), mapped through
+ *    `items` when given, sorted;
+ *  - resuming restores the checkpoint into the caller's state and refuses one written
+ *    with another seed (the batches would differ), the same error on every rank. */
+#ifndef MMSA_RUN_H
+#define MMSA_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mmsa/checkpoint.h"
+#include "mmsa/dist.h"
+#include "mmsa/job.h"
+
+/* Monotonic wall clock, seconds. */
+double mm_run_now(void);
+/* The resolved job as YAML (malloc'ed; free()). */
+mm_status mm_run_job_text(const mm_job *job, char **text);
+/* Collective: creates run_dir/checkpoints (rank 0) and writes its path into ckpt_dir. */
+mm_status mm_run_checkpoint_dir(const char *run_dir, mm_dist *d, char *ckpt_dir, size_t n);
+/* Collective: loads ckpt_dir/latest into s when there is one (*resumed says so). */
+mm_status mm_run_resume(const char *ckpt_dir, mm_dist *d, uint64_t seed, mm_ckpt_state *s, bool *resumed);
+/* Collective: rank 0 writes run_dir/job.yaml and opens run_dir/log.jsonl (*log; NULL on
+ * the other ranks). */
+mm_status mm_run_open_log(const char *run_dir, const char *job_text, mm_dist *d, FILE **log);
+/* "h:mm:ss" */
+void mm_run_fmt_hms(double seconds, char *buf, size_t n);
+
+/* The batch schedule of the header comment. perm [n_train] and *perm_epoch (-1 at
+ * first) are the caller's cache of the current epoch's permutation; idx [B] receives the
+ * batch, items[perm[...]] (or perm[...] when items is NULL), sorted. */
+typedef struct mm_run_batches {
+    uint64_t seed;
+    int64_t n_train, batch, steps_per_epoch;
+    const int64_t *items;    /* [n_train] or NULL */
+    int64_t *perm;           /* [n_train] */
+    int64_t perm_epoch;
+} mm_run_batches;
+void mm_run_batch(mm_run_batches *b, int64_t step, int64_t *idx);
+
+#endif

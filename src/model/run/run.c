@@ -1,0 +1,101 @@
+/* run.c: the run directory and the batch schedule shared by the pre-training loops (run.h). */
+#include "mmsa/run.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mmsa/fs.h"
+#include "mmsa/rng.h"
+
+double mm_run_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+mm_status mm_run_job_text(const mm_job *job, char **text)
+{
+    size_t len = 0;
+    *text = NULL;
+    FILE *mf = open_memstream(text, &len);
+    if (!mf) return MM_ERR(MM_ERR_NOMEM, "job text");
+    mm_cfg_write_values(&mm_job_schema, job, mf);
+    fclose(mf);
+    return MM_OK;
+}
+
+mm_status mm_run_checkpoint_dir(const char *run_dir, mm_dist *d, char *ckpt_dir, size_t n)
+{
+    snprintf(ckpt_dir, n, "%s/checkpoints", run_dir);
+    mm_status st = d->rank == 0 ? mm_mkdir_p(ckpt_dir, "checkpoint directory") : MM_OK;
+    MM_CALL(mm_dist_agree(d, st));
+    return MM_OK;
+}
+
+mm_status mm_run_resume(const char *ckpt_dir, mm_dist *d, uint64_t seed, mm_ckpt_state *s, bool *resumed)
+{
+    char path[1200];
+    bool found = false;
+    *resumed = false;
+    MM_CALL(mm_ckpt_latest(ckpt_dir, path, sizeof path, &found));
+    if (!found) return MM_OK;
+    MM_CALL(mm_ckpt_read(path, d, s));
+    mm_status seed_st = MM_OK;
+    if (s->seed != seed)
+        seed_st = MM_ERR(MM_ERR_CONFIG, "%s was written with seed %llu but train.seed is %llu", path,
+                         (unsigned long long)s->seed, (unsigned long long)seed);
+    MM_CALL(mm_dist_agree(d, seed_st));
+    if (d->rank == 0) fprintf(stderr, "resuming from %s (step %lld)\n", path, (long long)s->step);
+    *resumed = true;
+    return MM_OK;
+}
+
+static mm_status open_log(const char *run_dir, const char *job_text, FILE **log)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/log.jsonl", run_dir);
+    *log = fopen(path, "a");
+    if (!*log) return MM_ERR(MM_ERR_IO, "cannot open %s for appending: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/job.yaml", run_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return MM_ERR(MM_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    fputs(job_text, f);
+    fclose(f);
+    return MM_OK;
+}
+
+mm_status mm_run_open_log(const char *run_dir, const char *job_text, mm_dist *d, FILE **log)
+{
+    *log = NULL;
+    MM_CALL(mm_dist_agree(d, d->rank == 0 ? open_log(run_dir, job_text, log) : MM_OK));
+    return MM_OK;
+}
+
+void mm_run_fmt_hms(double s, char *buf, size_t n)
+{
+    if (!(s >= 0) || s > 1e8) s = 0;
+    long v = (long)(s + 0.5);
+    snprintf(buf, n, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void mm_run_batch(mm_run_batches *b, int64_t step, int64_t *idx)
+{
+    int64_t B = b->batch, epoch = step / b->steps_per_epoch, k = step % b->steps_per_epoch;
+    if (b->perm_epoch != epoch) {
+        mm_rng r;
+        mm_rng_init(&r, b->seed, MM_STREAM_SHUFFLE + (uint64_t)epoch);
+        mm_rng_permutation(&r, b->n_train, b->perm);
+        b->perm_epoch = epoch;
+    }
+    for (int64_t i = 0; i < B; i++) idx[i] = b->items ? b->items[b->perm[k * B + i]] : b->perm[k * B + i];
+    qsort(idx, (size_t)B, sizeof(int64_t), cmp_i64);
+}

@@ -1,0 +1,116 @@
+/* spectrum_model.c: the frozen spectrum encoder loaded from an autoencoder checkpoint,
+ * the API of the ACML teacher (spectrum.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mmsa/checkpoint.h"
+#include "mmsa/spectrum.h"
+
+/* molecules per forward: bounds the arena whatever the size of the set */
+#define ENCODE_CHUNK 256
+
+struct mm_spectrum_model {
+    mm_spectrum_net net;       /* encoder only */
+    mm_tape tape;
+};
+
+/* The job stored in the checkpoint, which must be a spectrum autoencoder's. */
+static mm_status stored_job(const char *path, MPI_Comm comm, mm_job *job)
+{
+    char *text = NULL;
+    MM_CALL(mm_ckpt_load_job(path, comm, &text));
+    mm_status st = MM_OK;
+    if (!text[0]) {
+        st = MM_ERR(MM_ERR_FORMAT, "%s holds no job text, so it is not a spectrum-autoencoder checkpoint", path);
+        mm_error_hint("pass a checkpoint written by mmsa_pretrain with model.objective: spectrum_autoencoder");
+    } else {
+        char name[1100];
+        snprintf(name, sizeof name, "the job stored in %s", path);
+        st = mm_cfg_load_string(&mm_job_schema, name, text, job);
+        if (st == MM_OK && job->model.objective != MM_OBJ_SPECTRUM_AE) {
+            st = MM_ERR(MM_ERR_FORMAT, "%s is not a spectrum-autoencoder checkpoint (its job has model.objective %s)",
+                        path, job->model.objective == MM_OBJ_MMSA ? "mmsa" : "other than spectrum_autoencoder");
+            mm_error_hint("an NMR teacher needs a checkpoint of model.objective: spectrum_autoencoder "
+                          "(configs/spectrum_ae_nmr13c.yaml)");
+        }
+    }
+    free(text);
+    return st;
+}
+
+mm_status mm_spectrum_model_load(const char *ckpt_path, MPI_Comm comm, mm_spectrum_model **out)
+{
+    *out = NULL;
+    mm_job job;
+    MM_CALL(stored_job(ckpt_path, comm, &job));
+    mm_spectrum_model *m = mm_calloc(1, sizeof *m);
+    if (!m) return MM_ERR(MM_ERR_NOMEM, "spectrum model");
+    mm_status st;
+    MM_CALL_GOTO(st, mm_spectrum_net_init(&m->net, &job.spectrum, job.model.bn_eps, job.model.bn_momentum, false, 0), fail);
+    /* one parameter at a time, so that a missing one is named */
+    for (int i = 0; i < m->net.params.count; i++) {
+        const char *name = m->net.params.info[i].name;
+        int n = 0;
+        MM_CALL_GOTO(st, mm_ckpt_load_params(ckpt_path, comm, &m->net.params, name, &n), fail);
+        if (n < 1) {
+            st = MM_ERR(MM_ERR_FORMAT, "%s lacks the spectrum encoder parameter %s", ckpt_path, name);
+            mm_error_hint("the checkpoint's job describes a spectrum autoencoder, but the file does not hold its "
+                          "encoder; write it again with mmsa_pretrain");
+            goto fail;
+        }
+    }
+    MM_CALL_GOTO(st, mm_ckpt_load_buffers(ckpt_path, comm, m->net.buffers, m->net.n_buffers, &m->net.bn_batches), fail);
+    MM_CALL_GOTO(st, mm_tape_init(&m->tape, 8u << 20), fail);
+    m->tape.grad_enabled = false;
+    m->tape.training = false;
+    *out = m;
+    return MM_OK;
+fail:
+    mm_spectrum_model_free(&m);
+    return st;
+}
+
+void mm_spectrum_model_free(mm_spectrum_model **m)
+{
+    if (!m || !*m) return;
+    mm_spectrum_net_destroy(&(*m)->net);
+    mm_tape_destroy(&(*m)->tape);
+    mm_free_sized(*m, sizeof **m);
+    *m = NULL;
+}
+
+int mm_spectrum_model_kind(const mm_spectrum_model *m) { return m->net.cfg.kind; }
+int64_t mm_spectrum_model_dim(const mm_spectrum_model *m) { return m->net.cfg.embed_dim; }
+const mm_spectrum_grid *mm_spectrum_model_grid(const mm_spectrum_model *m) { return &m->net.grid; }
+
+mm_status mm_spectrum_encode(mm_spectrum_model *m, const mm_molset *ms, float *out)
+{
+    int kind = m->net.cfg.kind;
+    const mm_spectra *sp = &ms->nmr[kind];
+    unsigned bit = kind == MM_NMR_13C ? MM_MOD_NMR13C : MM_MOD_NMR1H;
+    int64_t E = m->net.cfg.embed_dim, L = m->net.grid.n_bins;
+    if (!(ms->modalities & bit) || !sp->ok)
+        return MM_ERR(MM_ERR_ARG, "spectrum encode: the molecule set was read without its %s spectra",
+                      mm_nmr_kind_names[kind]);
+    memset(out, 0, (size_t)(ms->n * E) * sizeof(float));
+    mm_tape *t = &m->tape;
+    for (int64_t i0 = 0; i0 < ms->n; i0 += ENCODE_CHUNK) {
+        int64_t i1 = i0 + ENCODE_CHUNK < ms->n ? i0 + ENCODE_CHUNK : ms->n, n = 0;
+        MM_CALL(mm_tape_reset(t));
+        t->grad_enabled = false;
+        t->training = false;
+        int64_t *mols;
+        float *x;
+        MM_CALL(mm_tape_alloc(t, (size_t)(i1 - i0) * sizeof(int64_t), (void **)&mols));
+        for (int64_t i = i0; i < i1; i++)
+            if (sp->ok[i]) mols[n++] = i;
+        if (n == 0) continue;
+        MM_CALL(mm_tape_alloc(t, (size_t)(n * L) * sizeof(float), (void **)&x));
+        mm_spectrum_bin(&m->net.grid, sp, mols, n, x, NULL);
+        mm_tensor *z;
+        MM_CALL(mm_spectrum_net_encode(&m->net, t, x, n, &z));
+        for (int64_t k = 0; k < n; k++) memcpy(out + mols[k] * E, z->data + k * E, (size_t)E * sizeof(float));
+    }
+    MM_CALL(mm_tape_reset(t));
+    return MM_OK;
+}
