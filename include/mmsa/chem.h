@@ -176,6 +176,17 @@ double mm_chem_fp_tanimoto(const uint8_t *a, const uint8_t *b);
  * bit j is bit j % 32 of word j / 32) into MSB-first bytes: out [nbits / 8]. */
 void mm_chem_fp_pack_words(const uint32_t *words, int nbits, uint8_t *out);
 
+/* Molecular formula in Hill order with the net charge as '+' / '-' repeated, as Open
+ * Babel's OBMol::GetFormula writes it ("C2H6O", "CH6N+", "Ca++"). mm_chem_formula parses
+ * a SMILES with Open Babel; mm_chem_formula_atoms derives the formula from OGB atom
+ * features [n_atoms, 9] (element, total H, formal charge), so a dataset's molecules need
+ * no re-parsing. They agree except on isotopic hydrogens, which the features count as H
+ * and Open Babel writes as D or T. An atom whose element, H count or charge is OGB's
+ * "misc" has no formula: MM_ERR_ARG naming the atom. buf [n]; MM_ERR_ARG when it does
+ * not fit. */
+mm_status mm_chem_formula(mm_chem *c, const char *smiles, char *buf, size_t n);
+mm_status mm_chem_formula_atoms(const uint8_t *atom_feat, int64_t n_atoms, char *buf, size_t n);
+
 /* Seconds spent per stage by this featuriser since creation (for benchmarks):
  * [0] parse, canonical SMILES, graph and OGB features (with re-reading the canonical
  * SMILES the conformer and image start from), [1] conformer, [2] image (2D layout and

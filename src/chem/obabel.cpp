@@ -1275,3 +1275,21 @@ extern "C" double mm_chem_fp_tanimoto(const uint8_t *a, const uint8_t *b)
     int uni = na + nb - both;
     return uni ? (double)both / uni : 0.0;
 }
+
+static mm_status formula_impl(mm_chem *c, const char *smiles, char *buf, size_t n)
+{
+    OBMol mol;
+    unsigned int errs = obErrorLog.GetErrorMessageCount();
+    if (!c->in_smi.ReadString(&mol, smiles) || obErrorLog.GetErrorMessageCount() != errs || mol.NumAtoms() == 0)
+        return MM_ERR(MM_ERR_CHEM, "Open Babel cannot read SMILES '%s'", shown(smiles).c_str());
+    std::string s = mol.GetFormula();
+    if (s.size() + 1 > n) return MM_ERR(MM_ERR_ARG, "formula %s of '%s' does not fit %zu bytes", s.c_str(), smiles, n);
+    memcpy(buf, s.c_str(), s.size() + 1);
+    return MM_OK;
+}
+
+extern "C" mm_status mm_chem_formula(mm_chem *c, const char *smiles, char *buf, size_t n)
+{
+    MM_CHECK_ARG(c && smiles && buf && n > 0, "mm_chem_formula: NULL argument");
+    return guarded("mm_chem_formula", [&] { return formula_impl(c, smiles, buf, n); });
+}
