@@ -439,11 +439,10 @@ static mm_status write_plot_files(const mm_eval_result *r, const char *csv, cons
                "set datafile separator \",\"\n"
                "set terminal pngcairo size %d,%d font \",10\" noenhanced\n"
                "set output \"%s\"\n"
-               "set multiplot layout %d,%d title \"ACML retrieval: top-k (%%) of the true partner, trained vs "
-               "untrained vs chance\"\n"
-               "set key bottom right\nset grid\nset xlabel \"k\"\nset ylabel \"top-k (%%)\"\n"
+               "set multiplot layout %d,%d title \"ACML retrieval: top-k of the true partner\"\n"
+               "set key right center\nset grid\nset xlabel \"k\"\nset ylabel \"top-k (%%)\"\n"
                "set xrange [1:%d]\nset yrange [0:100]\n",
-            gp, 420 * cols + 40, 360 * rows + 40, png, rows, cols, MM_EVAL_KMAX);
+            gp, cols > 1 ? 480 * cols + 40 : 640, 400 * rows + 40, png, rows, cols, MM_EVAL_KMAX);
     int col = 2;
     for (int k = 0; k < MM_EVAL_N_TEACHERS; k++) {
         if (pool[k] < 0) continue;
