@@ -21,7 +21,9 @@ static inline mm_molset_opts fx_opts(void)
 
 /* Molecule i of the synthetic set: i % 5 == 2 has one atom and no bond; i % 4 == 3 has
  * conformer ok = 0; labels are missing in patterns; smiles and scaffolds vary in
- * length (scaffold "" for i % 3 == 0). Row of molecule i in the "input": 2 i. */
+ * length (scaffold "" for i % 3 == 0); a 13C spectrum of 1 + i % 6 peaks unless
+ * i % 3 == 1, a 1H spectrum of 1 + i % 3 peaks when i % 4 == 0, some peaks with atom -1.
+ * Row of molecule i in the "input": 2 i. */
 static inline mm_status fx_append(mm_molset *ms, int64_t i)
 {
     enum { MAXA = 16, MAXB = 20 };
@@ -55,7 +57,20 @@ static inline mm_status fx_append(mm_molset *ms, int64_t i)
         scaf[0] = '\0';
     else
         snprintf(scaf, sizeof scaf, "c1ccc%lldcc1", (long long)(i % 4));
-    mm_mol_in m = {smi, 2 * i, na, af, nb, bi, bf, xyz, (uint8_t)(i % 4 != 3), img, fp, scaf, lab};
+    mm_mol_in m = {smi, 2 * i, na, af, nb, bi, bf, xyz, (uint8_t)(i % 4 != 3), img, fp, scaf, lab, {{0}}};
+    float shift[MM_NMR_KINDS][8];
+    int32_t atom[MM_NMR_KINDS][8];
+    const int64_t np[MM_NMR_KINDS] = {i % 3 == 1 ? 0 : 1 + i % 6, i % 4 == 0 ? 1 + i % 3 : 0};
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        for (int64_t p = 0; p < np[k]; p++) {
+            shift[k][p] = k == MM_NMR_13C ? 12.5f + (float)(i * 3 + p * 17 % 190) : 0.75f + 0.125f * (float)((i + p) % 80);
+            atom[k][p] = (i + p) % 7 == 5 ? -1 : (int32_t)((i + 3 * p) % na);
+        }
+        m.nmr[k].n_peaks = np[k];
+        m.nmr[k].shift = shift[k];
+        m.nmr[k].atom = atom[k];
+        m.nmr[k].ok = np[k] > 0;
+    }
     return mm_molset_append(ms, &m);
 }
 
@@ -118,6 +133,17 @@ static inline int fx_mol_equal(const mm_molset *a, int64_t i, const mm_molset *b
         if (a->n_tasks != b->n_tasks) FX_FAIL("task count");
         for (int t = 0; t < a->n_tasks; t++)
             if (!fx_feq(a->labels[i * a->n_tasks + t], b->labels[j * b->n_tasks + t])) FX_FAIL("label %d", t);
+    }
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        if (!(mods & MM_MOD_NMR(k))) continue;
+        if ((a->modalities ^ b->modalities) & MM_MOD_NMR(k)) FX_FAIL("nmr kind %d in one set only", k);
+        if (!(a->modalities & MM_MOD_NMR(k))) continue; /* in neither */
+        const mm_spectra *sa = &a->nmr[k], *sb = &b->nmr[k];
+        int64_t pa = sa->peak_offset[i], pb = sb->peak_offset[j], np = sa->peak_offset[i + 1] - pa;
+        if (sa->ok[i] != sb->ok[j]) FX_FAIL("nmr kind %d ok", k);
+        if (np != sb->peak_offset[j + 1] - pb) FX_FAIL("nmr kind %d peak count", k);
+        if (np && memcmp(sa->shift + pa, sb->shift + pb, (size_t)np * sizeof(float))) FX_FAIL("nmr kind %d shift", k);
+        if (np && memcmp(sa->atom + pa, sb->atom + pb, (size_t)np * sizeof(int32_t))) FX_FAIL("nmr kind %d atom", k);
     }
     return 0;
 #undef FX_FAIL

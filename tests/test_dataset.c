@@ -148,6 +148,14 @@ static void test_sha256_known_vectors(void **state)
 
 /* ---------------------------------------------------------------- molecule set */
 
+static void set_nmr(mm_mol_in *m, int kind, int64_t n_peaks, const float *shift, const int32_t *atom, uint8_t ok)
+{
+    m->nmr[kind].n_peaks = n_peaks;
+    m->nmr[kind].shift = shift;
+    m->nmr[kind].atom = atom;
+    m->nmr[kind].ok = ok;
+}
+
 static void test_molset_append_validation_and_growth(void **state)
 {
     (void)state;
@@ -177,7 +185,7 @@ static void test_molset_append_validation_and_growth(void **state)
     uint8_t af[2 * 9] = {0}, bf[3] = {0}, img[3 * FX_H * FX_W] = {0}, fp[256] = {0};
     int32_t bad_bi[2] = {0, 2}, self_bi[2] = {1, 1}, bi[2] = {0, 1};
     float xyz[6] = {0, 0, 0, 1, 1, 1};
-    mm_mol_in m = {"CC", 7, 2, af, 1, bad_bi, bf, xyz, 1, img, fp, "", NULL};
+    mm_mol_in m = {"CC", 7, 2, af, 1, bad_bi, bf, xyz, 1, img, fp, "", NULL, {{0}}};
     expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "bond 0 joins atoms (0, 2)", "source row 7");
     m.bond_index = self_bi;
     expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "self-bond", NULL);
@@ -200,6 +208,28 @@ static void test_molset_append_validation_and_growth(void **state)
     m.smiles = NULL;
     expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "SMILES", NULL);
     expect_error(mm_molset_append_reject(&ms, 3, "x", ""), MM_ERR_ARG, "empty reason", NULL);
+    m.smiles = "CC";
+    float shift[2] = {20.5f, 30.25f};
+    int32_t patom[2] = {1, -1};
+    set_nmr(&m, MM_NMR_1H, 2, shift, patom, 0);
+    expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "nmr1h has ok = 0 and 2 peaks", "source row 7");
+    m.nmr[MM_NMR_1H].ok = 1;
+    patom[1] = 2;
+    expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "nmr1h peak 1 is assigned to atom 2, outside -1..1", NULL);
+    patom[1] = -2;
+    expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "atom -2", NULL);
+    patom[1] = -1;
+    shift[0] = INFINITY;
+    expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "nmr1h peak 0 has a shift that is not finite", NULL);
+    shift[0] = 20.5f;
+    set_nmr(&m, MM_NMR_13C, 0, NULL, NULL, 1);
+    expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "nmr13c has ok = 1 and 0 peaks", NULL);
+    set_nmr(&m, MM_NMR_13C, 1, NULL, NULL, 1);
+    expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "peaks without arrays", NULL);
+    set_nmr(&m, MM_NMR_13C, 0, NULL, NULL, 2);
+    expect_error(mm_molset_append(&ms, &m), MM_ERR_ARG, "ok flag is 2", NULL);
+    m.nmr[MM_NMR_13C].ok = 0;
+    m.smiles = NULL;
     assert_int_equal(ms.n, n0);
     assert_int_equal(ms.n_atoms, a0);
     assert_int_equal(ms.n_bonds, b0);
@@ -211,6 +241,14 @@ static void test_molset_append_validation_and_growth(void **state)
     assert_int_equal(mm_molset_append(&ms, &m), MM_OK);
     assert_true(isnan(ms.labels[n0 * FX_T]) && isnan(ms.labels[n0 * FX_T + 1]));
     assert_string_equal(mm_strings_get(&ms.scaffold, n0), "");
+    /* with its 1H spectrum of two peaks and no 13C spectrum */
+    const mm_spectra *h = &ms.nmr[MM_NMR_1H], *c = &ms.nmr[MM_NMR_13C];
+    assert_int_equal(h->ok[n0], 1);
+    assert_int_equal(h->peak_offset[n0 + 1] - h->peak_offset[n0], 2);
+    assert_true(h->shift[h->peak_offset[n0] + 1] == 30.25f && h->atom[h->peak_offset[n0] + 1] == -1);
+    assert_int_equal(c->ok[n0], 0);
+    assert_int_equal(c->peak_offset[n0 + 1], c->peak_offset[n0]);
+    assert_int_equal(c->peak_offset[n0 + 1], c->n_peaks);
     assert_int_equal(mm_molset_validate(&ms), MM_OK);
 
     /* a set without optional modalities ignores their pointers */
@@ -406,14 +444,14 @@ static void test_golden_file_inputs(void **state)
     assert_int_equal(in->n_molecules, 16);
     assert_int_equal(in->n_atoms, 416);
     assert_int_equal(in->n_bonds, 446);
-    assert_int_equal(in->modalities, MM_MOD_ALL);
+    assert_int_equal(in->modalities, MM_MOD_ALL & ~(unsigned)(MM_MOD_NMR13C | MM_MOD_NMR1H)); /* no spectra */
     assert_int_equal(in->image_h, 64);
     assert_int_equal(in->image_w, 64);
     assert_int_equal(in->n_tasks, 1);
     assert_string_equal(in->task_names[0], "p_np");
     assert_int_equal(in->n_rejects, 0);
     mm_molset g = {0};
-    assert_int_equal(mm_dataset_read_range(ds, 0, 16, MM_MOD_ALL, &g), MM_OK);
+    assert_int_equal(mm_dataset_read_range(ds, 0, 16, in->modalities, &g), MM_OK);
     assert_int_equal(g.n_atoms, 416);
     assert_int_equal(g.n_bonds, 446);
     assert_string_equal(mm_strings_get(&g.smiles, 12), "C(Cl)Cl");
@@ -442,8 +480,8 @@ static void test_golden_file_inputs(void **state)
     /* a subset read matches */
     mm_molset s = {0};
     const int64_t idx[] = {3, 4, 5, 11, 15};
-    assert_int_equal(mm_dataset_read_indices(ds, idx, 5, MM_MOD_ALL, &s), MM_OK);
-    for (int k = 0; k < 5; k++) assert_int_equal(fx_mol_equal(&g, idx[k], &s, k, MM_MOD_ALL), 0);
+    assert_int_equal(mm_dataset_read_indices(ds, idx, 5, in->modalities, &s), MM_OK);
+    for (int k = 0; k < 5; k++) assert_int_equal(fx_mol_equal(&g, idx[k], &s, k, in->modalities), 0);
     assert_int_equal(mm_dataset_verify(ds), MM_OK);
     mm_molset_free(&s);
     mm_molset_free(&g);
@@ -522,17 +560,19 @@ static void edit_source_row_float(hid_t f)
     replace_dataset(f, "source_row", H5T_IEEE_F64LE, 1, d);
 }
 
-static void write_i64_at(hid_t f, const char *name, hsize_t row, int64_t v)
+static void write_at(hid_t f, const char *name, hsize_t row, hid_t mtype, const void *v)
 {
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT), s = H5Dget_space(d);
     hsize_t one = 1;
     hid_t m = H5Screate_simple(1, &one, NULL);
     H5Sselect_hyperslab(s, H5S_SELECT_SET, &row, NULL, &one, NULL);
-    assert_true(H5Dwrite(d, H5T_NATIVE_INT64, m, s, H5P_DEFAULT, &v) >= 0);
+    assert_true(H5Dwrite(d, mtype, m, s, H5P_DEFAULT, v) >= 0);
     H5Sclose(m);
     H5Sclose(s);
     H5Dclose(d);
 }
+
+static void write_i64_at(hid_t f, const char *name, hsize_t row, int64_t v) { write_at(f, name, row, H5T_NATIVE_INT64, &v); }
 
 static void edit_offsets_decrease(hid_t f) { write_i64_at(f, "atom_offset", 5, 0); }
 
@@ -558,6 +598,49 @@ static void edit_delete_tasks(hid_t f)
     H5Dclose(d);
 }
 
+/* Spectra of the fixture: molecule 0 has one 13C and one 1H peak, molecule 1 none,
+ * molecule 2 (one atom) three 13C peaks from peak row 1. */
+static void edit_delete_nmr13c_atom(hid_t f) { assert_true(H5Ldelete(f, "nmr13c/atom", H5P_DEFAULT) >= 0); }
+static void edit_nmr1h_offsets_decrease(hid_t f) { write_i64_at(f, "nmr1h/peak_offset", 1, 5); }
+static void edit_nmr1h_offsets_past_end(hid_t f) { write_i64_at(f, "nmr1h/peak_offset", FX_N, 1000); }
+static void edit_nmr13c_shift_2d(hid_t f)
+{
+    hsize_t d[2] = {4, 2};
+    replace_dataset(f, "nmr13c/shift", H5T_IEEE_F32LE, 2, d);
+}
+static void edit_nmr13c_atom_outside(hid_t f)
+{
+    int32_t v = 1;
+    write_at(f, "nmr13c/atom", 1, H5T_NATIVE_INT32, &v);
+}
+static void edit_nmr13c_ok_without_peaks(hid_t f)
+{
+    uint8_t v = 1;
+    write_at(f, "nmr13c/ok", 1, H5T_NATIVE_UINT8, &v);
+}
+static void edit_nmr1h_shift_nan(hid_t f)
+{
+    float v = NAN;
+    write_at(f, "nmr1h/shift", 0, H5T_NATIVE_FLOAT, &v);
+}
+
+/* The file opens; verify and reading molecule `mol` fail with an error naming the file,
+ * the spectrum group and `needle`. */
+static void expect_spectrum_refused(const char *path, int64_t mol, const char *group, const char *needle)
+{
+    mm_dataset *ds = NULL;
+    assert_int_equal(mm_dataset_open(path, MPI_COMM_NULL, &ds), MM_OK);
+    expect_error(mm_dataset_verify(ds), MM_ERR_FORMAT, path, needle);
+    expect_error(mm_dataset_verify(ds), MM_ERR_FORMAT, group, NULL);
+    mm_molset m = {0};
+    expect_error(mm_dataset_read_indices(ds, &mol, 1, MM_MOD_NMR13C | MM_MOD_NMR1H, &m), MM_ERR_FORMAT, needle, path);
+    assert_int_equal(m.n, 0);
+    const int64_t other = mol == 0 ? 3 : 0; /* does not touch the damaged molecule */
+    if (other != 1) assert_int_equal(mm_dataset_read_indices(ds, &other, 1, MM_MOD_NMR13C | MM_MOD_NMR1H, &m), MM_OK);
+    mm_molset_free(&m);
+    mm_dataset_close(&ds);
+}
+
 static void expect_open_fails(const char *path, mm_status want, const char *n1, const char *n2)
 {
     static char sentinel;
@@ -570,6 +653,46 @@ static void expect_open_fails(const char *path, mm_status want, const char *n1, 
         st = mm_dataset_open(path, MPI_COMM_NULL, &d2);
         expect_error(st, want, n2, NULL);
     }
+}
+
+/* The byte ranges [start, end) of an HDF5 dataset file that hold variable-length
+ * strings: the global heap collections ("GCOL", their size at byte 8) and the raw data of
+ * the string datasets (a heap address and index per string). libhdf5 1.10 trusts both: on
+ * a damaged one H5HG_read copies from wherever they point (tests/README.md, "Found in
+ * libhdf5"), and no file format version has a checksum for them, so damage there is not
+ * something our reader can refuse. */
+static int string_ranges(const char *path, long out[][2], int max)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static unsigned char b[1 << 20];
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    int k = 0;
+    for (size_t i = 0; i + 16 <= n && k < max; i++)
+        if (!memcmp(b + i, "GCOL", 4)) {
+            uint64_t size = 0;
+            for (int j = 7; j >= 0; j--) size = size << 8 | b[i + 8 + (size_t)j];
+            out[k][0] = (long)i;
+            out[k][1] = (long)(i + size);
+            k++;
+        }
+    hid_t h = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(h >= 0);
+    static const char *const strs[] = {"smiles", "scaffold", "rejects/smiles", "rejects/reason"};
+    for (int j = 0; j < 4 && k < max; j++) {
+        hid_t d = H5Dopen2(h, strs[j], H5P_DEFAULT);
+        assert_true(d >= 0);
+        haddr_t at = H5Dget_offset(d);
+        if (at != HADDR_UNDEF) {
+            out[k][0] = (long)at;
+            out[k][1] = (long)(at + H5Dget_storage_size(d));
+            k++;
+        }
+        H5Dclose(d);
+    }
+    H5Fclose(h);
+    return k;
 }
 
 static void test_corrupt_inputs_give_named_errors(void **state)
@@ -612,6 +735,21 @@ static void test_corrupt_inputs_give_named_errors(void **state)
     expect_open_fails(edited_copy("n-molecules-huge.h5", edit_n_molecules_huge), MM_ERR_FORMAT,
                       "n_molecules is 9223372036854775807", "expected 0..2^59");
 
+    expect_open_fails(edited_copy("no-nmr13c-atom.h5", edit_delete_nmr13c_atom), MM_ERR_FORMAT,
+                      "/nmr13c needs peak_offset, shift, atom and ok", NULL);
+    expect_open_fails(edited_copy("nmr1h-offsets-decrease.h5", edit_nmr1h_offsets_decrease), MM_ERR_FORMAT,
+                      "/nmr1h/peak_offset", "decreases at molecule 1");
+    expect_open_fails(edited_copy("nmr1h-offsets-past-end.h5", edit_nmr1h_offsets_past_end), MM_ERR_FORMAT,
+                      "/nmr1h/peak_offset ends at 1000", NULL);
+    expect_open_fails(edited_copy("nmr13c-shift-2d.h5", edit_nmr13c_shift_2d), MM_ERR_FORMAT,
+                      "/nmr13c/shift has 2 dimensions", NULL);
+    expect_spectrum_refused(edited_copy("nmr13c-atom-outside.h5", edit_nmr13c_atom_outside), 2, "/nmr13c",
+                            "peak 0 is assigned to atom 1, outside -1..0");
+    expect_spectrum_refused(edited_copy("nmr13c-ok-without-peaks.h5", edit_nmr13c_ok_without_peaks), 1, "/nmr13c",
+                            "ok = 1 and 0 peaks");
+    expect_spectrum_refused(edited_copy("nmr1h-shift-nan.h5", edit_nmr1h_shift_nan), 0, "/nmr1h",
+                            "shift that is not finite");
+
     /* a bond pointing outside its molecule: the file opens, reading that molecule fails */
     const char *bad_bond = edited_copy("bond-outside.h5", edit_bond_outside_molecule);
     mm_dataset *ds;
@@ -638,8 +776,17 @@ static void test_corrupt_inputs_give_named_errors(void **state)
      * itself loses on some corrupt-metadata error paths stays out of LeakSanitizer's
      * report (the library's own allocations are checked in the child). */
     const char *dmg = tmp_path("damaged.h5");
-    int failures = 0, tries = 0;
+    int failures = 0, tries = 0, in_heap = 0;
+    long heap[16][2];
+    int n_heap = string_ranges(good, heap, 16);
     for (long at = 0; at + 48 < (long)sb.st_size; at += 397, tries++) {
+        int skip = 0;
+        for (int h = 0; h < n_heap; h++) skip |= at + 48 > heap[h][0] && at < heap[h][1];
+        if (skip) { /* a known libhdf5 1.10 crash (H5HG_read), see string_ranges */
+            in_heap++;
+            tries--;
+            continue;
+        }
         copy_file(good, dmg, -1);
         FILE *w = fopen(dmg, "r+b");
         assert_non_null(w);
@@ -680,7 +827,9 @@ static void test_corrupt_inputs_give_named_errors(void **state)
         assert_true(WEXITSTATUS(wst) <= 1);
         failures += WEXITSTATUS(wst);
     }
-    printf("  damaged copies: %d of %d refused with a named error, the rest read\n", failures, tries);
+    printf("  damaged copies: %d of %d refused with a named error, the rest read; %d places in the "
+           "variable-length strings left out\n", failures, tries, in_heap);
+    assert_true(n_heap >= 1 && in_heap < tries / 4);
     assert_true(failures > 0);
     assert_int_equal(mm_alloc_live_bytes(), live0);
 }
@@ -800,6 +949,20 @@ static void test_inspect_summary(void **state)
     assert_non_null(strstr(buf, "real (mean"));
     snprintf(line, sizeof line, "conformers   ok for %lld of %d", (long long)ok, FX_N);
     assert_non_null(strstr(buf, line));
+    /* spectra counted from the set in memory */
+    assert_non_null(strstr(buf, "13C NMR, 1H NMR\n"));
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        int64_t spectra = 0, unassigned = 0;
+        for (int64_t i = 0; i < FX_N; i++) spectra += ref.nmr[k].ok[i];
+        for (int64_t q = 0; q < ref.nmr[k].n_peaks; q++) unassigned += ref.nmr[k].atom[q] < 0;
+        snprintf(line, sizeof line, "%-12s %lld spectra (", k == MM_NMR_13C ? "13C NMR" : "1H NMR", (long long)spectra);
+        assert_non_null(strstr(buf, line));
+        snprintf(line, sizeof line, "), %lld peaks (%.1f per spectrum", (long long)ref.nmr[k].n_peaks,
+                 (double)ref.nmr[k].n_peaks / (double)spectra);
+        assert_non_null(strstr(buf, line));
+        snprintf(line, sizeof line, "%lld not assigned to an atom", (long long)unassigned);
+        assert_non_null(strstr(buf, line));
+    }
     assert_non_null(strstr(buf, "rejects      5\n"));
     assert_non_null(strstr(buf, "row 1: parse error: unmatched bracket"));
     assert_non_null(strstr(buf, "row 7: no heavy atoms"));

@@ -71,7 +71,7 @@ static void synthetic(mm_molset *ms, int n, int image, bool all_conf)
         }
         for (int k = 0; k < 3 * image * image; k++) img[k] = (uint8_t)mm_rng_below(&r, 256);
         for (int k = 0; k < 256; k++) fp[k] = (uint8_t)(mm_rng_u32(&r) & mm_rng_u32(&r) & mm_rng_u32(&r));
-        mm_mol_in m = {"C", i, na, af, na - 1, bi, bf, xyz, (uint8_t)(all_conf || i != 2), img, fp, "", NULL};
+        mm_mol_in m = {"C", i, na, af, na - 1, bi, bf, xyz, (uint8_t)(all_conf || i != 2), img, fp, "", NULL, {{0}}};
         assert_int_equal(mm_molset_append(ms, &m), MM_OK);
     }
 }
@@ -103,7 +103,7 @@ static void fixture_init(fixture *f, mm_dist *d, const mm_job *job, int n, bool 
         int64_t a0 = all.atom_offset[i], b0 = all.bond_offset[i];
         mm_mol_in m = {"C", i, all.atom_offset[i + 1] - a0, all.atom_feat + 9 * a0, all.bond_offset[i + 1] - b0,
                        all.bond_index + 2 * b0, all.bond_feat + 3 * b0, all.xyz + 3 * a0, all.conf_ok[i],
-                       all.image ? all.image + i * 3 * all.image_h * all.image_w : NULL, all.fingerprint + 256 * i, "", NULL};
+                       all.image ? all.image + i * 3 * all.image_h * all.image_w : NULL, all.fingerprint + 256 * i, "", NULL, {{0}}};
         assert_int_equal(mm_molset_append(&f->ms, &m), MM_OK);
     }
     mm_molset_free(&all);

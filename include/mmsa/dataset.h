@@ -16,7 +16,9 @@
  *    (written as "<path>.tmp.<pid of rank 0>", renamed by rank 0 after the close).
  *  - Every molecule in a set or a file that passed validation has >= 1 atom, bonds
  *    whose two atoms are distinct atoms of the same molecule, and feature indices
- *    inside the OGB vocabularies (mm_ds_atom_vocab, mm_ds_bond_vocab).
+ *    inside the OGB vocabularies (mm_ds_atom_vocab, mm_ds_bond_vocab); its spectra
+ *    (if any) have finite shifts and atoms in [-1, its atom count), ok = 0 with no peaks
+ *    and ok = 1 with at least one.
  *  - A malformed, truncated or foreign file is an mm error (MM_ERR_IO / MM_ERR_FORMAT)
  *    whose message names the file and the dataset, never a crash. The module switches
  *    HDF5's automatic error printing off (process-wide) and turns HDF5's error stack
@@ -39,6 +41,9 @@
  *   /fingerprint uint8 [N, 256]  2048 bits MSB-first                 (optional)
  *   /scaffold    string [N]                                          (optional)
  *   /labels      float32 [N, T]  NaN = missing; attr tasks = names   (optional)
+ *   /nmr13c/peak_offset int64 [N+1], /nmr13c/shift float32 [S],     (optional, all four)
+ *   /nmr13c/atom int32 [S] (local atom; -1 unknown), /nmr13c/ok uint8 [N]
+ *   /nmr1h/...   the same for 1H (S its own peak count)              (optional, all four)
  *   /rejects/source_row int64 [R], /rejects/smiles string [R], /rejects/reason string [R]
  * The reader also accepts format="mmsa-golden" (the golden parity file, whose extra
  * groups it ignores, whose `tasks` may be a scalar string, and which has no rejects). */
@@ -70,21 +75,15 @@ enum {
     MM_MOD_FINGERPRINT = 1u << 2, /* [N,256] */
     MM_MOD_SCAFFOLD = 1u << 3,    /* string [N] */
     MM_MOD_LABELS = 1u << 4,      /* [N,T] */
-    MM_MOD_NMR13C = 1u << 5,      /* /nmr13c peaks + ok [N] */
-    MM_MOD_NMR1H = 1u << 6        /* /nmr1h peaks + ok [N] */
+    MM_MOD_NMR13C = 1u << 5,      /* 13C NMR peaks: offsets [N+1], shift/atom [S], ok [N] */
+    MM_MOD_NMR1H = 1u << 6        /* 1H NMR peaks, the same */
 };
-enum { MM_NMR_13C = 0, MM_NMR_1H = 1, MM_NMR_KINDS = 2 };
+#define MM_MOD_ALL 0x7fu
 
-/* One kind of spectrum for the molecules of a set: peaks of molecule i are
- * peak_offset[i] .. peak_offset[i+1]-1. */
-typedef struct mm_spectra {
-    int64_t *peak_offset;     /* [n+1] local */
-    float *shift;             /* [n_peaks] ppm */
-    int32_t *atom;            /* [n_peaks] local atom or -1 */
-    uint8_t *ok;              /* [n] */
-    int64_t n_peaks, cap_peaks;
-} mm_spectra;
-#define MM_MOD_ALL 0x1fu
+/* NMR spectrum kinds: index into mm_molset.nmr and mm_mol_in.nmr. */
+enum { MM_NMR_13C = 0, MM_NMR_1H = 1, MM_NMR_KINDS = 2 };
+/* The modality bit of spectrum kind k. */
+#define MM_MOD_NMR(k) (MM_MOD_NMR13C << (k))
 
 /* ---------------------------------------------------------------- strings */
 
@@ -102,6 +101,17 @@ static inline const char *mm_strings_get(const mm_strings *s, int64_t i)
 }
 
 /* ---------------------------------------------------------------- molecule set */
+
+/* The spectra of one kind (13C or 1H) of a set's molecules, CSR like the atoms: a list
+ * of peaks per molecule. A molecule without a spectrum of this kind has ok = 0 and no
+ * peaks; one with a spectrum has ok = 1 and at least one peak. */
+typedef struct mm_spectra {
+    int64_t *peak_offset; /* [n+1] peaks of molecule i: peak_offset[i] .. [i+1]-1 (local, from 0) */
+    float *shift;         /* [n_peaks] ppm */
+    int32_t *atom;        /* [n_peaks] assigned atom, local heavy-atom index of the molecule; -1 unknown */
+    uint8_t *ok;          /* [n] molecule has a spectrum of this kind */
+    int64_t n_peaks, cap_peaks;
+} mm_spectra;
 
 typedef struct mm_molset_opts {
     unsigned modalities;           /* MM_MOD_* bits */
@@ -132,7 +142,7 @@ typedef struct mm_molset {
     uint8_t *fingerprint;     /* [n, 256] MSB-first packed bits */
     mm_strings scaffold;      /* [n] "" = no ring system */
     float *labels;            /* [n, T] NaN = missing */
-    mm_spectra nmr[MM_NMR_KINDS];
+    mm_spectra nmr[MM_NMR_KINDS]; /* MM_MOD_NMR13C / MM_MOD_NMR1H: buffers of kind k only with its bit */
 
     int64_t n_rejects;
     int64_t *reject_row;      /* [n_rejects] source row */
@@ -158,6 +168,12 @@ typedef struct mm_mol_in {
     const uint8_t *fingerprint;  /* [256], required with MM_MOD_FINGERPRINT */
     const char *scaffold;        /* NULL = "" */
     const float *labels;         /* [T] NaN = missing; NULL = all missing */
+    struct {                     /* per MM_NMR_* kind, with MM_MOD_NMR(kind) */
+        int64_t n_peaks;         /* 0 when ok = 0; >= 1 when ok = 1 */
+        const float *shift;      /* [n_peaks] ppm, finite */
+        const int32_t *atom;     /* [n_peaks] in [-1, n_atoms); -1 = not assigned */
+        uint8_t ok;              /* 0 or 1 */
+    } nmr[MM_NMR_KINDS];
 } mm_mol_in;
 
 /* ms must not be initialised already (or must have been freed). */
@@ -173,7 +189,7 @@ mm_status mm_molset_append_reject(mm_molset *ms, int64_t source_row, const char 
 void mm_molset_clear(mm_molset *ms);
 /* Free everything; safe on a zeroed or freed set. */
 void mm_molset_free(mm_molset *ms);
-/* Checks the invariants of the header comment (offsets, bonds, vocabularies). */
+/* Checks the invariants of the header comment (offsets, bonds, vocabularies, spectra). */
 mm_status mm_molset_validate(const mm_molset *ms);
 
 /* ---------------------------------------------------------------- writer */

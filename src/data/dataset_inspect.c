@@ -20,6 +20,8 @@ static void print_modalities(FILE *f, const mm_dataset_info *in)
     if (in->modalities & MM_MOD_FINGERPRINT) fprintf(f, ", fingerprint %d bits", 8 * MM_DS_FP_BYTES);
     if (in->modalities & MM_MOD_SCAFFOLD) fprintf(f, ", scaffold");
     if (in->modalities & MM_MOD_LABELS) fprintf(f, ", labels (%d task%s)", in->n_tasks, in->n_tasks == 1 ? "" : "s");
+    if (in->modalities & MM_MOD_NMR13C) fprintf(f, ", 13C NMR");
+    if (in->modalities & MM_MOD_NMR1H) fprintf(f, ", 1H NMR");
     fprintf(f, "\n");
 }
 
@@ -54,6 +56,8 @@ static mm_status inspect(mm_dataset *ds, FILE *f, int max_reasons)
         for (int64_t t = 0; t < T; t++) ts[t].min = INFINITY, ts[t].max = -INFINITY;
     }
     int64_t conf_ok = 0, empty_scaffold = 0, fp_bits = 0;
+    int64_t spectra[MM_NMR_KINDS] = {0}, peaks[MM_NMR_KINDS] = {0}, max_peaks[MM_NMR_KINDS] = {0};
+    int64_t unassigned[MM_NMR_KINDS] = {0};
     mm_molset b = {0};
     mm_status st = MM_OK;
     const unsigned mods = in->modalities & ~(unsigned)MM_MOD_IMAGE;
@@ -63,6 +67,15 @@ static mm_status inspect(mm_dataset *ds, FILE *f, int max_reasons)
         if (st != MM_OK) break;
         for (int64_t i = 0; i < b.n; i++) {
             if (mods & MM_MOD_CONFORMER) conf_ok += b.conf_ok[i];
+            for (int k = 0; k < MM_NMR_KINDS; k++) {
+                if (!(mods & MM_MOD_NMR(k))) continue;
+                const mm_spectra *sp = &b.nmr[k];
+                int64_t p0 = sp->peak_offset[i], p1 = sp->peak_offset[i + 1];
+                spectra[k] += sp->ok[i];
+                peaks[k] += p1 - p0;
+                if (p1 - p0 > max_peaks[k]) max_peaks[k] = p1 - p0;
+                for (int64_t q = p0; q < p1; q++) unassigned[k] += sp->atom[q] < 0;
+            }
             if ((mods & MM_MOD_SCAFFOLD) && mm_strings_get(&b.scaffold, i)[0] == '\0') empty_scaffold++;
             if (mods & MM_MOD_FINGERPRINT)
                 for (int k = 0; k < MM_DS_FP_BYTES; k++) fp_bits += __builtin_popcount(b.fingerprint[i * MM_DS_FP_BYTES + k]);
@@ -89,6 +102,14 @@ static mm_status inspect(mm_dataset *ds, FILE *f, int max_reasons)
                 N ? 100.0 * (double)conf_ok / (double)N : 0.0);
     if (in->modalities & MM_MOD_FINGERPRINT)
         fprintf(f, "  fingerprint  %.1f bits set per molecule\n", N ? (double)fp_bits / (double)N : 0.0);
+    static const char *const kind_name[MM_NMR_KINDS] = {"13C NMR", "1H NMR"};
+    for (int k = 0; k < MM_NMR_KINDS; k++)
+        if (in->modalities & MM_MOD_NMR(k))
+            fprintf(f, "  %-12s %lld spectra (%.1f%% of the molecules), %lld peaks (%.1f per spectrum, at most %lld), "
+                    "%lld not assigned to an atom\n", kind_name[k], (long long)spectra[k],
+                    N ? 100.0 * (double)spectra[k] / (double)N : 0.0, (long long)peaks[k],
+                    spectra[k] ? (double)peaks[k] / (double)spectra[k] : 0.0, (long long)max_peaks[k],
+                    (long long)unassigned[k]);
     if (in->modalities & MM_MOD_SCAFFOLD)
         fprintf(f, "  scaffolds    %lld molecules without a ring system (empty scaffold)\n", (long long)empty_scaffold);
     if (T > 0) {
@@ -114,7 +135,7 @@ static mm_status inspect(mm_dataset *ds, FILE *f, int max_reasons)
     if (r.n_rejects > max_reasons && max_reasons > 0)
         fprintf(f, "               ... %lld more\n", (long long)(r.n_rejects - max_reasons));
     mm_molset_free(&r);
-    fprintf(f, "  validated    all %lld molecules (offsets, bonds within their molecule, feature vocabularies)\n",
+    fprintf(f, "  validated    all %lld molecules (offsets, bonds within their molecule, feature vocabularies, spectra)\n",
             (long long)N);
     return MM_OK;
 }

@@ -16,8 +16,15 @@
 
 typedef enum {
     D_SMILES, D_SOURCE_ROW, D_ATOM_OFFSET, D_ATOM_FEAT, D_BOND_OFFSET, D_BOND_INDEX, D_BOND_FEAT,
-    D_XYZ, D_OK, D_IMAGE, D_FP, D_SCAFFOLD, D_LABELS, D_REJ_ROW, D_REJ_SMILES, D_REJ_REASON, D_COUNT
+    D_XYZ, D_OK, D_IMAGE, D_FP, D_SCAFFOLD, D_LABELS,
+    D_NMR13C_OFF, D_NMR13C_SHIFT, D_NMR13C_ATOM, D_NMR13C_OK, /* then the same four for 1H */
+    D_REJ_ROW = D_NMR13C_OFF + 4 * MM_NMR_KINDS, D_REJ_SMILES, D_REJ_REASON, D_COUNT
 } dset_id;
+/* The four datasets of spectrum kind k. */
+#define D_NMR_OFF(k) (D_NMR13C_OFF + 4 * (k))
+#define D_NMR_SHIFT(k) (D_NMR13C_SHIFT + 4 * (k))
+#define D_NMR_ATOM(k) (D_NMR13C_ATOM + 4 * (k))
+#define D_NMR_OK(k) (D_NMR13C_OK + 4 * (k))
 
 typedef struct {
     const char *name;
@@ -32,7 +39,12 @@ static const dset_spec specs[D_COUNT] = {
     {"bond_feat", H5T_INTEGER, 2},      {"conformer/xyz", H5T_FLOAT, 2},
     {"conformer/ok", H5T_INTEGER, 1},   {"image", H5T_INTEGER, 4},
     {"fingerprint", H5T_INTEGER, 2},    {"scaffold", H5T_STRING, 1},
-    {"labels", H5T_FLOAT, 2},           {"rejects/source_row", H5T_INTEGER, 1},
+    {"labels", H5T_FLOAT, 2},
+    {"nmr13c/peak_offset", H5T_INTEGER, 1}, {"nmr13c/shift", H5T_FLOAT, 1},
+    {"nmr13c/atom", H5T_INTEGER, 1},        {"nmr13c/ok", H5T_INTEGER, 1},
+    {"nmr1h/peak_offset", H5T_INTEGER, 1},  {"nmr1h/shift", H5T_FLOAT, 1},
+    {"nmr1h/atom", H5T_INTEGER, 1},         {"nmr1h/ok", H5T_INTEGER, 1},
+    {"rejects/source_row", H5T_INTEGER, 1},
     {"rejects/smiles", H5T_STRING, 1},  {"rejects/reason", H5T_STRING, 1},
 };
 
@@ -45,6 +57,8 @@ struct mm_dataset {
     mm_dist d;
     int64_t *atom_offset;         /* [N+1] */
     int64_t *bond_offset;         /* [N+1] */
+    int64_t *peak_offset[MM_NMR_KINDS]; /* [N+1] of the spectrum kinds the file has, else NULL */
+    int64_t n_peaks[MM_NMR_KINDS];
 };
 
 /* A run of consecutive rows [start, start + len) of some dataset. */
@@ -78,6 +92,8 @@ void mm_dataset_close(mm_dataset **pds)
         size_t ob = (size_t)(ds->info.n_molecules + 1) * sizeof(int64_t);
         if (ds->atom_offset) mm_free_sized(ds->atom_offset, ob);
         if (ds->bond_offset) mm_free_sized(ds->bond_offset, ob);
+        for (int k = 0; k < MM_NMR_KINDS; k++)
+            if (ds->peak_offset[k]) mm_free_sized(ds->peak_offset[k], ob);
     }
     info_free(&ds->info);
     if (ds->mpi) mm_dist_destroy(&ds->d);
@@ -196,7 +212,7 @@ static mm_status open_dset(mm_dataset *ds, dset_id id, bool required)
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
     H5T_class_t cls = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
     int nd = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
-    if (nd == s->ndim) H5Sget_simple_extent_dims(sp, ds->dims[id], NULL);
+    if (nd == s->ndim && nd <= 4) H5Sget_simple_extent_dims(sp, ds->dims[id], NULL);
     mm_h5_close_type(&t);
     mm_h5_close_space(&sp);
     static const char *cls_name[] = {"integer", "float", "time", "string", "bitfield", "opaque",
@@ -357,6 +373,25 @@ static mm_status validate_layout(mm_dataset *ds)
                 return MM_ERR(MM_ERR_FORMAT, "%s: attribute tasks of /labels: task %d has an empty name", p, t);
         in->modalities |= MM_MOD_LABELS;
     }
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        int have = 0;
+        for (int j = 0; j < 4; j++) have += ds->dset[D_NMR_OFF(k) + j] >= 0;
+        if (have == 0) continue;
+        if (have != 4) {
+            mm_status e = MM_ERR(MM_ERR_FORMAT, "%s: /%s needs peak_offset, shift, atom and ok; some are missing", p,
+                                 mm_ds_nmr_name[k]);
+            mm_error_hint("the file is incomplete; recreate it with mmsa_prep");
+            return e;
+        }
+        if (ds->dims[D_NMR_SHIFT(k)][0] > (hsize_t)INT64_MAX / 16)
+            return MM_ERR(MM_ERR_RANGE, "%s: /%s has too many peaks", p, mm_ds_nmr_name[k]);
+        const int64_t S = (int64_t)ds->dims[D_NMR_SHIFT(k)][0];
+        ds->n_peaks[k] = S;
+        MM_CALL(expect_dims(ds, D_NMR_OFF(k), (int64_t[]){N + 1}, "[N+1]"));
+        MM_CALL(expect_dims(ds, D_NMR_ATOM(k), (int64_t[]){S}, "[S] (S from its shift)"));
+        MM_CALL(expect_dims(ds, D_NMR_OK(k), (int64_t[]){N}, "[N]"));
+        in->modalities |= MM_MOD_NMR(k);
+    }
     int nrej = (ds->dset[D_REJ_ROW] >= 0) + (ds->dset[D_REJ_SMILES] >= 0) + (ds->dset[D_REJ_REASON] >= 0);
     if (nrej != 0 && nrej != 3)
         return MM_ERR(MM_ERR_FORMAT, "%s: /rejects needs source_row, smiles and reason; some are missing", p);
@@ -376,11 +411,25 @@ static mm_status validate_layout(mm_dataset *ds)
     mm_status st = read_rows(ds, D_ATOM_OFFSET, &all, 1, skip, H5T_NATIVE_INT64, ds->atom_offset, NULL, 0);
     mm_status st2 = read_rows(ds, D_BOND_OFFSET, &all, 1, skip || st != MM_OK, H5T_NATIVE_INT64,
                               ds->bond_offset, NULL, 0);
+    /* the spectra's offsets likewise, in the order of the kinds (the same on every rank) */
+    mm_status stp[MM_NMR_KINDS] = {MM_OK};
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        if (!(in->modalities & MM_MOD_NMR(k))) continue;
+        ds->peak_offset[k] = mm_malloc(ob);
+        bool sk = skip || st != MM_OK || st2 != MM_OK || !ds->peak_offset[k];
+        stp[k] = read_rows(ds, D_NMR_OFF(k), &all, 1, sk, H5T_NATIVE_INT64, ds->peak_offset[k], NULL, 0);
+        if (!ds->peak_offset[k]) skip = true;
+    }
     if (skip) return MM_ERR(MM_ERR_NOMEM, "%s: cannot allocate the offsets of %lld molecules", p, (long long)N);
     MM_CALL(st);
     MM_CALL(st2);
     MM_CALL(check_offsets(ds, D_ATOM_OFFSET, ds->atom_offset, N, A, true));
     MM_CALL(check_offsets(ds, D_BOND_OFFSET, ds->bond_offset, N, B, false));
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        if (!(in->modalities & MM_MOD_NMR(k))) continue;
+        MM_CALL(stp[k]);
+        MM_CALL(check_offsets(ds, D_NMR_OFF(k), ds->peak_offset[k], N, ds->n_peaks[k], false));
+    }
     return MM_OK;
 }
 
@@ -473,6 +522,14 @@ static mm_status validate_read(const mm_dataset *ds, const mm_molset *out, const
                     if (isinf(out->labels[k * out->n_tasks + t]))
                         return MM_ERR(MM_ERR_FORMAT, "%s: /labels of molecule %lld task %d is infinite", p,
                                       (long long)i, t);
+            for (int s = 0; s < MM_NMR_KINDS; s++) {
+                if (!(out->modalities & MM_MOD_NMR(s))) continue;
+                const mm_spectra *sp = &out->nmr[s];
+                int64_t p0 = sp->peak_offset[k], p1 = sp->peak_offset[k + 1];
+                snprintf(where, sizeof where, "%s: molecule %lld (/%s)", p, (long long)i, mm_ds_nmr_name[s]);
+                MM_CALL(mm_ds_check_spectrum(MM_ERR_FORMAT, where, s, a1 - a0, sp->ok[k], p1 - p0, sp->shift + p0,
+                                             sp->atom + p0));
+            }
         }
     return MM_OK;
 }
@@ -501,21 +558,31 @@ static mm_status read_runs(mm_dataset *ds, const run *mruns, int64_t nruns, unsi
 {
     mm_status st = local_st;
     mods &= ds->info.modalities; /* a refused request still joins only existing datasets */
-    run *aruns = NULL, *bruns = NULL;
-    int64_t n = 0, A = 0, B = 0, na = 0, nb = 0;
+    run *aruns = NULL, *bruns = NULL, *pruns[MM_NMR_KINDS] = {NULL};
+    int64_t n = 0, A = 0, B = 0, na = 0, nb = 0, P[MM_NMR_KINDS] = {0}, np[MM_NMR_KINDS] = {0};
     if (st == MM_OK) {
         for (int64_t r = 0; r < nruns; r++) n += mruns[r].len;
         if (nruns > 0) {
             aruns = mm_malloc((size_t)nruns * sizeof(run));
             bruns = mm_malloc((size_t)nruns * sizeof(run));
-            if (!aruns || !bruns) st = MM_ERR(MM_ERR_NOMEM, "cannot allocate %lld read runs", (long long)nruns);
+            bool all = aruns && bruns;
+            for (int s = 0; s < MM_NMR_KINDS; s++)
+                if (mods & MM_MOD_NMR(s)) {
+                    pruns[s] = mm_malloc((size_t)nruns * sizeof(run));
+                    all = all && pruns[s];
+                }
+            if (!all) st = MM_ERR(MM_ERR_NOMEM, "cannot allocate %lld read runs", (long long)nruns);
         }
     }
     if (st == MM_OK) {
         na = row_runs(mruns, nruns, ds->atom_offset, aruns, &A);
         nb = row_runs(mruns, nruns, ds->bond_offset, bruns, &B);
+        for (int s = 0; s < MM_NMR_KINDS; s++)
+            if (mods & MM_MOD_NMR(s)) np[s] = row_runs(mruns, nruns, ds->peak_offset[s], pruns[s], &P[s]);
         st = prepare_out(ds, mods, out);
         if (st == MM_OK) st = mm_molset_reserve(out, n, A, B);
+        for (int s = 0; s < MM_NMR_KINDS && st == MM_OK; s++)
+            if (mods & MM_MOD_NMR(s)) st = mm_ds_reserve_peaks(out, s, P[s]);
         if (st != MM_OK) mm_error_push(__FILE__, __LINE__, __func__);
     }
     if (st == MM_OK) {
@@ -524,6 +591,11 @@ static mm_status read_runs(mm_dataset *ds, const run *mruns, int64_t nruns, unsi
             for (int64_t i = mruns[r].start; i < mruns[r].start + mruns[r].len; i++, k++) {
                 out->atom_offset[k + 1] = out->atom_offset[k] + ds->atom_offset[i + 1] - ds->atom_offset[i];
                 out->bond_offset[k + 1] = out->bond_offset[k] + ds->bond_offset[i + 1] - ds->bond_offset[i];
+                for (int s = 0; s < MM_NMR_KINDS; s++)
+                    if (mods & MM_MOD_NMR(s)) {
+                        const int64_t *po = ds->peak_offset[s];
+                        out->nmr[s].peak_offset[k + 1] = out->nmr[s].peak_offset[k] + po[i + 1] - po[i];
+                    }
             }
     }
     /* Every call below happens on every rank, in this order; after a failure the rank
@@ -549,12 +621,20 @@ static mm_status read_runs(mm_dataset *ds, const run *mruns, int64_t nruns, unsi
     READ(D_SCAFFOLD, mods & MM_MOD_SCAFFOLD, mruns, nruns, 0, NULL,
          st == MM_OK ? &out->scaffold : &dummy_strings, n);
     READ(D_LABELS, mods & MM_MOD_LABELS, mruns, nruns, H5T_NATIVE_FLOAT, out->labels, NULL, 0);
+    for (int s = 0; s < MM_NMR_KINDS; s++) {
+        const bool want = mods & MM_MOD_NMR(s);
+        READ(D_NMR_SHIFT(s), want, pruns[s], np[s], H5T_NATIVE_FLOAT, out->nmr[s].shift, NULL, 0);
+        READ(D_NMR_ATOM(s), want, pruns[s], np[s], H5T_NATIVE_INT32, out->nmr[s].atom, NULL, 0);
+        READ(D_NMR_OK(s), want, mruns, nruns, H5T_NATIVE_UINT8, out->nmr[s].ok, NULL, 0);
+    }
 #undef READ
     mm_strings_free(&dummy_strings);
     if (st == MM_OK) {
         out->n = n;
         out->n_atoms = A;
         out->n_bonds = B;
+        for (int s = 0; s < MM_NMR_KINDS; s++)
+            if (mods & MM_MOD_NMR(s)) out->nmr[s].n_peaks = P[s];
         if (out->smiles.n != n || ((mods & MM_MOD_SCAFFOLD) && out->scaffold.n != n))
             st = MM_ERR(MM_ERR_INTERNAL, "%s: read %lld strings for %lld molecules", ds->info.path,
                         (long long)out->smiles.n, (long long)n);
@@ -563,6 +643,8 @@ static mm_status read_runs(mm_dataset *ds, const run *mruns, int64_t nruns, unsi
     if (st != MM_OK && out->atom_offset) mm_molset_clear(out);
     if (aruns) mm_free_sized(aruns, (size_t)nruns * sizeof(run));
     if (bruns) mm_free_sized(bruns, (size_t)nruns * sizeof(run));
+    for (int s = 0; s < MM_NMR_KINDS; s++)
+        if (pruns[s]) mm_free_sized(pruns[s], (size_t)nruns * sizeof(run));
     if (st != MM_OK) mm_error_push(__FILE__, __LINE__, __func__);
     return st;
 }

@@ -45,7 +45,8 @@ enum {
     I_N, I_A, I_B, I_R, I_MOD, I_H, I_W, I_T, I_TASKHASH,
     I_SMILES_BYTES, I_SCAF_BYTES, I_RSMILES_BYTES, I_RREASON_BYTES,
     I_MAX_SMILES, I_MAX_SCAF, I_MAX_RROW, I_MAX_RSMILES, I_MAX_RREASON, /* largest chunk of each */
-    I_LEN
+    I_PEAKS, /* peaks of spectrum kind k: I_PEAKS + k */
+    I_LEN = I_PEAKS + MM_NMR_KINDS
 };
 
 #define MSG_CHUNK ((int64_t)1 << 30) /* bytes per MPI message: always fits an int */
@@ -65,7 +66,9 @@ typedef struct writer {
     char tmp[PATH_MAX + 64];
     int64_t *info;            /* [size, I_LEN] */
     int64_t N, A, B, R;       /* global counts */
+    int64_t P[MM_NMR_KINDS];  /* global peaks of each spectrum kind */
     int64_t n0, a0, b0;       /* this rank's first molecule, atom, bond */
+    int64_t p0[MM_NMR_KINDS]; /* this rank's first peak of each kind */
     char *scratch;            /* [cap_scratch] a block read back from the spool */
     size_t cap_scratch;
 } writer;
@@ -143,6 +146,7 @@ static mm_status local_prepare(writer *w, int64_t mine[I_LEN])
         mine[I_SCAF_BYTES] += mm_spool_col_rows(ms, x, K_SCAFFOLD);
         mine[I_RSMILES_BYTES] += x->bytes[S_REJ_SMILES];
         mine[I_RREASON_BYTES] += x->bytes[S_REJ_REASON];
+        for (int k = 0; k < MM_NMR_KINDS; k++) mine[I_PEAKS + k] += x->peaks[k];
         const int64_t piece[5] = {x->bytes[S_SMILES], mm_spool_col_rows(ms, x, K_SCAFFOLD), x->rejects * (int64_t)sizeof(int64_t),
                                   x->bytes[S_REJ_SMILES], x->bytes[S_REJ_REASON]};
         for (int j = 0; j < 5; j++)
@@ -166,23 +170,30 @@ static mm_status check_global(writer *w)
                 return MM_ERR(MM_ERR_ARG,
                               "mm_dataset_write %s: rank %d's molecule set has a different layout than "
                               "rank 0's (modalities, image size or tasks)", w->path, r);
-    int64_t sum[4] = {0, 0, 0, 0};
+    /* the counts that are summed over ranks: molecules, atoms, bonds, rejects, peaks */
+    static const int summed[] = {I_N, I_A, I_B, I_R, I_PEAKS, I_PEAKS + 1};
+    _Static_assert(MM_NMR_KINDS == 2, "summed[] lists the peaks of two spectrum kinds");
+    enum { NS = sizeof summed / sizeof summed[0] };
+    int64_t sum[NS] = {0}, first[NS] = {0};
     for (int r = 0; r < w->size; r++)
-        for (int k = 0; k < 4; k++) {
-            int64_t v = info_of(w, r, k);
-            if (r == w->rank) {
-                if (k == I_N) w->n0 = sum[k];
-                if (k == I_A) w->a0 = sum[k];
-                if (k == I_B) w->b0 = sum[k];
-            }
-            if (v < 0 || sum[k] > INT64_MAX / 16 - v)
+        for (int j = 0; j < NS; j++) {
+            int64_t v = info_of(w, r, summed[j]);
+            if (r == w->rank) first[j] = sum[j];
+            if (v < 0 || sum[j] > INT64_MAX / 16 - v)
                 return MM_ERR(MM_ERR_RANGE, "mm_dataset_write %s: total counts overflow", w->path);
-            sum[k] += v;
+            sum[j] += v;
         }
-    w->N = sum[I_N];
-    w->A = sum[I_A];
-    w->B = sum[I_B];
-    w->R = sum[I_R];
+    w->N = sum[0];
+    w->A = sum[1];
+    w->B = sum[2];
+    w->R = sum[3];
+    w->n0 = first[0];
+    w->a0 = first[1];
+    w->b0 = first[2];
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        w->P[k] = sum[4 + k];
+        w->p0[k] = first[4 + k];
+    }
     /* largest dataset: N*3*H*W bytes of images; every size must fit hsize_t and size_t */
     const mm_molset *ms = w->ms;
     double img = (ms->modalities & MM_MOD_IMAGE) ? (double)w->N * mm_ds_image_bytes(ms->image_h, ms->image_w) : 0;
@@ -211,10 +222,25 @@ typedef struct part {
     hsize_t dims[4];        /* global shape; dims[0] rows */
     int col;                /* K_*: where this rank's rows come from */
     int64_t row0;           /* this rank's first global row */
-    int offsets;            /* 0; or 1/2: atom/bond offsets, rebased to global (the last rank also
-                               writes the closing value A or B) */
+    int offsets;            /* 0; or OFF_ATOMS/OFF_BONDS/OFF_PEAKS + k: offsets into the atoms, bonds or
+                               peaks of spectrum kind k, rebased to global (the last rank also
+                               writes the closing value A, B or P[k]) */
     int64_t blocks;         /* this rank's blocks, then (after the agreement) the number of rounds */
 } part;
+
+enum { OFF_NONE, OFF_ATOMS, OFF_BONDS, OFF_PEAKS };
+
+/* The rows a chunk holds of what offsets `which` (OFF_*) point into. */
+static int64_t chunk_count(const mm_spool_chunk *x, int which)
+{
+    return which == OFF_ATOMS ? x->atoms : which == OFF_BONDS ? x->bonds : x->peaks[which - OFF_PEAKS];
+}
+
+/* This rank's first global row of what offsets `which` point into. */
+static int64_t rank_first(const writer *w, int which)
+{
+    return which == OFF_ATOMS ? w->a0 : which == OFF_BONDS ? w->b0 : w->p0[which - OFF_PEAKS];
+}
 
 /* Rows of part p in chunk c; the closing offset belongs to the last chunk of the last rank. */
 static int64_t part_rows(const writer *w, const part *p, int64_t c)
@@ -252,7 +278,7 @@ static mm_status part_block(writer *w, const part *p, int64_t c, int64_t first, 
         return MM_OK;
     }
     const mm_spool_chunk *x = &w->ix[c];
-    int64_t stored = cnt, closing = p->offsets == 1 ? x->atoms : x->bonds;
+    int64_t stored = cnt, closing = chunk_count(x, p->offsets);
     if (first + stored > x->n) stored = x->n - first; /* the closing value is not stored */
     /* rebased in the scratch (the caller's set is const); reserved first, so that the
      * spool's rows read into it stay */
@@ -285,10 +311,10 @@ static mm_status write_part(writer *w, hid_t file, hid_t dcpl, hid_t dxpl, const
     }
     const int64_t per_round = part_per_round(p);
     int64_t c = 0, first = 0, row = p->row0; /* next block: chunk c from its row `first`, global row `row` */
-    int64_t base = p->offsets == 1 ? w->a0 : w->b0;
+    int64_t base = p->offsets ? rank_first(w, p->offsets) : 0;
     for (int64_t k = 0; k < p->blocks; k++) {
         while (c < w->n_ix && first >= part_rows(w, p, c)) {
-            if (p->offsets) base += p->offsets == 1 ? w->ix[c].atoms : w->ix[c].bonds;
+            if (p->offsets) base += chunk_count(&w->ix[c], p->offsets);
             c++;
             first = 0;
         }
@@ -344,12 +370,12 @@ static mm_status write_numeric(writer *w)
     mm_status st = MM_OK, read_st = MM_OK;
     const mm_molset *ms = w->ms;
     const hsize_t N = (hsize_t)w->N, A = (hsize_t)w->A, B = (hsize_t)w->B;
-    part parts[16];
+    part parts[24];
     int np = 0;
     parts[np++] = (part){"source_row", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N}, K_SOURCE_ROW, w->n0, 0, 0};
-    parts[np++] = (part){"atom_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, K_ATOM_OFF, w->n0, 1, 0};
+    parts[np++] = (part){"atom_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, K_ATOM_OFF, w->n0, OFF_ATOMS, 0};
     parts[np++] = (part){"atom_feat", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {A, MM_DS_ATOM_FEATS}, K_ATOM_FEAT, w->a0, 0, 0};
-    parts[np++] = (part){"bond_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, K_BOND_OFF, w->n0, 2, 0};
+    parts[np++] = (part){"bond_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, K_BOND_OFF, w->n0, OFF_BONDS, 0};
     parts[np++] = (part){"bond_index", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, {B, 2}, K_BOND_INDEX, w->b0, 0, 0};
     parts[np++] = (part){"bond_feat", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {B, MM_DS_BOND_FEATS}, K_BOND_FEAT, w->b0, 0, 0};
     if (ms->modalities & MM_MOD_CONFORMER) {
@@ -363,8 +389,20 @@ static mm_status write_numeric(writer *w)
         parts[np++] = (part){"fingerprint", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, {N, MM_DS_FP_BYTES}, K_FP, w->n0, 0, 0};
     if (ms->modalities & MM_MOD_LABELS)
         parts[np++] = (part){"labels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, {N, (hsize_t)ms->n_tasks}, K_LABELS, w->n0, 0, 0};
+    static const char *const nmr_dset[MM_NMR_KINDS][4] = {
+        {"nmr13c/peak_offset", "nmr13c/shift", "nmr13c/atom", "nmr13c/ok"},
+        {"nmr1h/peak_offset", "nmr1h/shift", "nmr1h/atom", "nmr1h/ok"}};
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        if (!(ms->modalities & MM_MOD_NMR(k))) continue;
+        const hsize_t P = (hsize_t)w->P[k];
+        parts[np++] = (part){nmr_dset[k][0], H5T_STD_I64LE, H5T_NATIVE_INT64, 1, {N + 1}, K_NMR_OFF(k), w->n0,
+                             OFF_PEAKS + k, 0};
+        parts[np++] = (part){nmr_dset[k][1], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, {P}, K_NMR_SHIFT(k), w->p0[k], 0, 0};
+        parts[np++] = (part){nmr_dset[k][2], H5T_STD_I32LE, H5T_NATIVE_INT32, 1, {P}, K_NMR_ATOM(k), w->p0[k], 0, 0};
+        parts[np++] = (part){nmr_dset[k][3], H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, {N}, K_NMR_OK(k), w->n0, 0, 0};
+    }
     /* rounds per dataset: the most blocks of any rank (the same parts on every rank) */
-    int64_t blocks[16];
+    int64_t blocks[24];
     for (int i = 0; i < np; i++) blocks[i] = part_blocks(w, &parts[i]);
     if (w->mpi) MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, blocks, np, MPI_INT64_T, MPI_MAX, w->d.comm));
     for (int i = 0; i < np; i++) parts[i].blocks = blocks[i];
@@ -390,14 +428,21 @@ static mm_status write_numeric(writer *w)
         st = MM_H5ERR(MM_ERR_IO, "cannot create %s (temporary file of %s)", w->tmp, w->path);
         goto done;
     }
-    if (ms->modalities & MM_MOD_CONFORMER) { /* created before the datasets: the file's layout depends on it */
+    /* groups are created before the datasets: the file's layout depends on it */
+    const char *groups[1 + MM_NMR_KINDS];
+    int ng = 0;
+    if (ms->modalities & MM_MOD_CONFORMER) groups[ng++] = "conformer";
+    for (int k = 0; k < MM_NMR_KINDS; k++)
+        if (ms->modalities & MM_MOD_NMR(k)) groups[ng++] = mm_ds_nmr_name[k];
+    for (int g = 0; g < ng; g++) {
         hid_t gcpl = untimed(H5P_GROUP_CREATE);
-        grp = gcpl < 0 ? H5I_INVALID_HID : H5Gcreate2(file, "conformer", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        grp = gcpl < 0 ? H5I_INVALID_HID : H5Gcreate2(file, groups[g], H5P_DEFAULT, gcpl, H5P_DEFAULT);
         mm_h5_close_plist(&gcpl);
         if (grp < 0) {
-            st = MM_H5ERR(MM_ERR_IO, "%s: cannot create group /conformer", w->tmp);
+            st = MM_H5ERR(MM_ERR_IO, "%s: cannot create group /%s", w->tmp, groups[g]);
             goto done;
         }
+        mm_h5_close_group(&grp);
     }
     for (int i = 0; i < np; i++) MM_CALL_GOTO(st, write_part(w, file, dcpl, dxpl, &parts[i], &read_st), done);
 done:

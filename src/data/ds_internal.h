@@ -19,6 +19,14 @@ size_t mm_ds_image_bytes(int h, int w);      /* 3 * h * w */
 mm_status mm_ds_check_graph(mm_status code, const char *where, int64_t n_atoms,
                             const uint8_t *atom_feat, int64_t n_bonds,
                             const int32_t *bond_index, const uint8_t *bond_feat);
+/* Room for n_peaks peaks of spectrum kind `kind` (the set must have its modality). */
+mm_status mm_ds_reserve_peaks(mm_molset *ms, int kind, int64_t n_peaks);
+/* Group names of the spectrum kinds in a file: "nmr13c", "nmr1h". */
+extern const char *const mm_ds_nmr_name[MM_NMR_KINDS];
+/* The checks of one molecule's spectrum of one kind (ok flag, peak count, finite
+ * shifts, atoms in [-1, n_atoms)); failures are `code`, `where` names the molecule. */
+mm_status mm_ds_check_spectrum(mm_status code, const char *where, int kind, int64_t n_atoms, uint8_t ok,
+                               int64_t n_peaks, const float *shift, const int32_t *atom);
 
 /* ---- HDF5 (ds_h5.c) */
 
@@ -76,14 +84,22 @@ mm_status mm_h5_read_strings(hid_t dset, hid_t memspace, hid_t filespace, hid_t 
 /* Columns of a chunk, in the order they follow each other in the spool file. */
 enum {
     K_SOURCE_ROW, K_ATOM_OFF, K_ATOM_FEAT, K_BOND_OFF, K_BOND_INDEX, K_BOND_FEAT, K_XYZ, K_CONF_OK,
-    K_IMAGE, K_FP, K_LABELS, K_SMILES, K_SCAFFOLD, K_REJ_ROW, K_REJ_SMILES, K_REJ_REASON, K_COLS
+    K_IMAGE, K_FP, K_LABELS,
+    K_NMR13C_OFF, K_NMR13C_SHIFT, K_NMR13C_ATOM, K_NMR13C_OK, /* then the same four for 1H */
+    K_SMILES = K_NMR13C_OFF + 4 * MM_NMR_KINDS, K_SCAFFOLD, K_REJ_ROW, K_REJ_SMILES, K_REJ_REASON, K_COLS
 };
+/* The four columns of spectrum kind k. */
+#define K_NMR_OFF(k) (K_NMR13C_OFF + 4 * (k))
+#define K_NMR_SHIFT(k) (K_NMR13C_SHIFT + 4 * (k))
+#define K_NMR_ATOM(k) (K_NMR13C_ATOM + 4 * (k))
+#define K_NMR_OK(k) (K_NMR13C_OK + 4 * (k))
 /* String columns' bytes in mm_spool_chunk.bytes */
 enum { S_SMILES, S_SCAFFOLD, S_REJ_SMILES, S_REJ_REASON, S_N };
 
 typedef struct mm_spool_chunk {
     int64_t n, atoms, bonds, rejects;
     int64_t bytes[S_N];
+    int64_t peaks[MM_NMR_KINDS]; /* 0 for a kind the layout does not have */
     int64_t pos;              /* file offset of the chunk's first column */
 } mm_spool_chunk;
 

@@ -29,7 +29,7 @@ typedef struct {
 } grow_item;
 
 typedef struct {
-    grow_item it[16];
+    grow_item it[24];
     int n;
     mm_status st;
 } grow_batch;
@@ -222,6 +222,11 @@ mm_status mm_molset_reserve(mm_molset *ms, int64_t n_mol, int64_t n_atoms, int64
         if (mod & MM_MOD_FINGERPRINT) batch_add(&g, (void **)&ms->fingerprint, old, cm, MM_DS_FP_BYTES);
         if (mod & MM_MOD_LABELS)
             batch_add(&g, (void **)&ms->labels, old, cm, (size_t)ms->n_tasks * sizeof(float));
+        for (int k = 0; k < MM_NMR_KINDS; k++)
+            if (mod & MM_MOD_NMR(k)) {
+                batch_add(&g, (void **)&ms->nmr[k].peak_offset, old1, cm + 1, sizeof(int64_t));
+                batch_add(&g, (void **)&ms->nmr[k].ok, old, cm, 1);
+            }
     }
     if (fresh || n_atoms > ms->cap_atoms) {
         int64_t old = ms->cap_atoms;
@@ -236,12 +241,49 @@ mm_status mm_molset_reserve(mm_molset *ms, int64_t n_mol, int64_t n_atoms, int64
         batch_add(&g, (void **)&ms->bond_feat, old, cb, MM_DS_BOND_FEATS);
     }
     MM_CALL(batch_commit(&g));
-    if (fresh) ms->atom_offset[0] = ms->bond_offset[0] = 0;
+    if (fresh) {
+        ms->atom_offset[0] = ms->bond_offset[0] = 0;
+        for (int k = 0; k < MM_NMR_KINDS; k++)
+            if (mod & MM_MOD_NMR(k)) ms->nmr[k].peak_offset[0] = 0;
+    }
     ms->cap_mol = cm;
     ms->cap_atoms = ca;
     ms->cap_bonds = cb;
     MM_CALL(mm_strings_reserve(&ms->smiles, n_mol, ms->smiles.nbytes));
     if (mod & MM_MOD_SCAFFOLD) MM_CALL(mm_strings_reserve(&ms->scaffold, n_mol, ms->scaffold.nbytes));
+    return MM_OK;
+}
+
+mm_status mm_ds_reserve_peaks(mm_molset *ms, int kind, int64_t n_peaks)
+{
+    mm_spectra *sp = &ms->nmr[kind];
+    if (sp->shift && n_peaks <= sp->cap_peaks) return MM_OK;
+    grow_batch g = {.n = 0, .st = MM_OK};
+    int64_t old = sp->cap_peaks, cap = grown(old, n_peaks, 64);
+    batch_add(&g, (void **)&sp->shift, old, cap, sizeof(float));
+    batch_add(&g, (void **)&sp->atom, old, cap, sizeof(int32_t));
+    MM_CALL(batch_commit(&g));
+    sp->cap_peaks = cap;
+    return MM_OK;
+}
+
+const char *const mm_ds_nmr_name[MM_NMR_KINDS] = {"nmr13c", "nmr1h"};
+
+mm_status mm_ds_check_spectrum(mm_status code, const char *where, int kind, int64_t n_atoms, uint8_t ok,
+                               int64_t n_peaks, const float *shift, const int32_t *atom)
+{
+    const char *name = mm_ds_nmr_name[kind];
+    if (ok > 1) return MM_ERR(code, "%s: %s ok flag is %d, expected 0 or 1", where, name, ok);
+    if (n_peaks < 0 || (!ok && n_peaks > 0) || (ok && n_peaks == 0))
+        return MM_ERR(code, "%s: %s has ok = %d and %lld peaks (a spectrum has ok = 1 and at least one peak, "
+                      "no spectrum ok = 0 and none)", where, name, ok, (long long)n_peaks);
+    for (int64_t p = 0; p < n_peaks; p++) {
+        if (!isfinite(shift[p]))
+            return MM_ERR(code, "%s: %s peak %lld has a shift that is not finite", where, name, (long long)p);
+        if (atom[p] < -1 || atom[p] >= n_atoms)
+            return MM_ERR(code, "%s: %s peak %lld is assigned to atom %d, outside -1..%lld (the molecule's atoms)",
+                          where, name, (long long)p, atom[p], (long long)n_atoms - 1);
+    }
     return MM_OK;
 }
 
@@ -297,6 +339,15 @@ mm_status mm_molset_append(mm_molset *ms, const mm_mol_in *m)
     if ((mod & MM_MOD_LABELS) && m->labels)
         for (int t = 0; t < ms->n_tasks; t++)
             MM_CHECK_ARG(!isinf(m->labels[t]), "%s: label %d is infinite", where, t);
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        if (!(mod & MM_MOD_NMR(k))) continue;
+        MM_CHECK_ARG(m->nmr[k].n_peaks == 0 || (m->nmr[k].shift && m->nmr[k].atom), "%s: %s peaks without arrays",
+                     where, mm_ds_nmr_name[k]);
+        MM_CHECK_ARG(m->nmr[k].n_peaks <= INT32_MAX, "%s: %lld %s peaks", where, (long long)m->nmr[k].n_peaks,
+                     mm_ds_nmr_name[k]);
+        MM_CALL(mm_ds_check_spectrum(MM_ERR_ARG, where, k, m->n_atoms, m->nmr[k].ok, m->nmr[k].n_peaks,
+                                     m->nmr[k].shift, m->nmr[k].atom));
+    }
 
     const int64_t n = ms->n, a0 = ms->n_atoms, b0 = ms->n_bonds;
     const char *scaf = m->scaffold ? m->scaffold : "";
@@ -304,6 +355,8 @@ mm_status mm_molset_append(mm_molset *ms, const mm_mol_in *m)
     MM_CALL(mm_strings_reserve(&ms->smiles, n + 1, ms->smiles.nbytes + (int64_t)strlen(m->smiles) + 1));
     if (mod & MM_MOD_SCAFFOLD)
         MM_CALL(mm_strings_reserve(&ms->scaffold, n + 1, ms->scaffold.nbytes + (int64_t)strlen(scaf) + 1));
+    for (int k = 0; k < MM_NMR_KINDS; k++)
+        if (mod & MM_MOD_NMR(k)) MM_CALL(mm_ds_reserve_peaks(ms, k, ms->nmr[k].n_peaks + m->nmr[k].n_peaks));
     /* nothing below can fail */
     MM_CALL(mm_strings_push(&ms->smiles, m->smiles));
     if (mod & MM_MOD_SCAFFOLD) MM_CALL(mm_strings_push(&ms->scaffold, scaf));
@@ -329,6 +382,18 @@ mm_status mm_molset_append(mm_molset *ms, const mm_mol_in *m)
     if (mod & MM_MOD_LABELS)
         for (int t = 0; t < ms->n_tasks; t++)
             ms->labels[n * ms->n_tasks + t] = m->labels ? m->labels[t] : NAN;
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        if (!(mod & MM_MOD_NMR(k))) continue;
+        mm_spectra *sp = &ms->nmr[k];
+        const int64_t np = m->nmr[k].n_peaks;
+        if (np) {
+            memcpy(sp->shift + sp->n_peaks, m->nmr[k].shift, (size_t)np * sizeof(float));
+            memcpy(sp->atom + sp->n_peaks, m->nmr[k].atom, (size_t)np * sizeof(int32_t));
+        }
+        sp->n_peaks += np;
+        sp->peak_offset[n + 1] = sp->n_peaks;
+        sp->ok[n] = m->nmr[k].ok;
+    }
     ms->n_atoms = a0 + m->n_atoms;
     ms->n_bonds = b0 + m->n_bonds;
     ms->atom_offset[n + 1] = ms->n_atoms;
@@ -362,6 +427,7 @@ mm_status mm_molset_append_reject(mm_molset *ms, int64_t source_row, const char 
 void mm_molset_clear(mm_molset *ms)
 {
     ms->n = ms->n_atoms = ms->n_bonds = ms->n_rejects = 0;
+    for (int k = 0; k < MM_NMR_KINDS; k++) ms->nmr[k].n_peaks = 0;
     mm_strings_clear(&ms->smiles);
     mm_strings_clear(&ms->scaffold);
     mm_strings_clear(&ms->reject_smiles);
@@ -384,6 +450,13 @@ void mm_molset_free(mm_molset *ms)
     mm_free_sized(ms->bond_index, (size_t)cb * 2 * sizeof(int32_t));
     mm_free_sized(ms->bond_feat, (size_t)cb * MM_DS_BOND_FEATS);
     mm_free_sized(ms->reject_row, (size_t)ms->cap_rejects * sizeof(int64_t));
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        mm_spectra *sp = &ms->nmr[k];
+        if (sp->peak_offset) mm_free_sized(sp->peak_offset, (size_t)(cm + 1) * sizeof(int64_t));
+        mm_free_sized(sp->ok, (size_t)cm);
+        mm_free_sized(sp->shift, (size_t)sp->cap_peaks * sizeof(float));
+        mm_free_sized(sp->atom, (size_t)sp->cap_peaks * sizeof(int32_t));
+    }
     mm_strings_free(&ms->smiles);
     mm_strings_free(&ms->scaffold);
     mm_strings_free(&ms->reject_smiles);
@@ -401,6 +474,13 @@ mm_status mm_molset_validate(const mm_molset *ms)
         ms->reject_smiles.n != ms->n_rejects || ms->reject_reason.n != ms->n_rejects)
         return MM_ERR(MM_ERR_ARG, "molecule set: counts and offsets disagree (n %lld, atoms %lld, bonds %lld)",
                       (long long)ms->n, (long long)ms->n_atoms, (long long)ms->n_bonds);
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        const mm_spectra *sp = &ms->nmr[k];
+        if ((ms->modalities & MM_MOD_NMR(k)) &&
+            (sp->peak_offset[0] != 0 || sp->peak_offset[ms->n] != sp->n_peaks || sp->n_peaks > sp->cap_peaks))
+            return MM_ERR(MM_ERR_ARG, "molecule set: %s offsets and peak count %lld disagree", mm_ds_nmr_name[k],
+                          (long long)sp->n_peaks);
+    }
     for (int64_t i = 0; i < ms->n; i++) {
         int64_t a0 = ms->atom_offset[i], a1 = ms->atom_offset[i + 1];
         int64_t b0 = ms->bond_offset[i], b1 = ms->bond_offset[i + 1];
@@ -410,6 +490,16 @@ mm_status mm_molset_validate(const mm_molset *ms)
         snprintf(where, sizeof where, "molecule %lld of the set", (long long)i);
         MM_CALL(mm_ds_check_graph(MM_ERR_ARG, where, a1 - a0, ms->atom_feat + a0 * MM_DS_ATOM_FEATS, b1 - b0,
                                   ms->bond_index + 2 * b0, ms->bond_feat + b0 * MM_DS_BOND_FEATS));
+        for (int k = 0; k < MM_NMR_KINDS; k++) {
+            if (!(ms->modalities & MM_MOD_NMR(k))) continue;
+            const mm_spectra *sp = &ms->nmr[k];
+            int64_t p0 = sp->peak_offset[i], p1 = sp->peak_offset[i + 1];
+            if (p1 < p0)
+                return MM_ERR(MM_ERR_ARG, "molecule set: %s offsets decrease at molecule %lld", mm_ds_nmr_name[k],
+                              (long long)i);
+            MM_CALL(mm_ds_check_spectrum(MM_ERR_ARG, where, k, a1 - a0, sp->ok[i], p1 - p0, sp->shift + p0,
+                                         sp->atom + p0));
+        }
     }
     return MM_OK;
 }

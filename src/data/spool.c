@@ -4,7 +4,7 @@
  *
  * The spool is one file per rank, unlinked as soon as it is created, so it never
  * outlives the process. Each appended chunk is its columns back to back, in the order
- * of the K_* enum (ds_internal.h), uncompressed; an index in memory (56 bytes per chunk)
+ * of the K_* enum (ds_internal.h), uncompressed; an index in memory (72 bytes per chunk)
  * keeps each chunk's counts and where it starts. */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +13,8 @@
 
 #include "ds_internal.h"
 #include "mmsa/alloc.h"
+
+_Static_assert(MM_NMR_KINDS == 2, "mm_spool_row_bytes names the columns of two spectrum kinds");
 
 int64_t mm_spool_col_rows(const mm_molset *lay, const mm_spool_chunk *c, int k)
 {
@@ -31,8 +33,14 @@ int64_t mm_spool_col_rows(const mm_molset *lay, const mm_spool_chunk *c, int k)
     case K_REJ_ROW: return c->rejects;
     case K_REJ_SMILES: return c->bytes[S_REJ_SMILES];
     case K_REJ_REASON: return c->bytes[S_REJ_REASON];
-    default: return 0;
+    default: break;
     }
+    if (k >= K_NMR13C_OFF && k < K_SMILES) { /* spectra: offsets and ok per molecule, shift and atom per peak */
+        int kind = (k - K_NMR13C_OFF) / 4, col = (k - K_NMR13C_OFF) % 4;
+        if (!(m & MM_MOD_NMR(kind))) return 0;
+        return col == 0 || col == 3 ? c->n : c->peaks[kind];
+    }
+    return 0;
 }
 
 size_t mm_spool_row_bytes(const mm_molset *lay, int k)
@@ -46,7 +54,10 @@ size_t mm_spool_row_bytes(const mm_molset *lay, int k)
     case K_IMAGE: return mm_ds_image_bytes(lay->image_h, lay->image_w);
     case K_FP: return MM_DS_FP_BYTES;
     case K_LABELS: return (size_t)lay->n_tasks * sizeof(float);
-    default: return 1; /* conf_ok, strings */
+    case K_NMR_OFF(0): case K_NMR_OFF(1): return sizeof(int64_t);
+    case K_NMR_SHIFT(0): case K_NMR_SHIFT(1): return sizeof(float);
+    case K_NMR_ATOM(0): case K_NMR_ATOM(1): return sizeof(int32_t);
+    default: return 1; /* conf_ok, nmr ok, strings */
     }
 }
 
@@ -69,15 +80,27 @@ const void *mm_spool_col_ptr(const mm_molset *ms, int k)
     case K_REJ_ROW: return ms->reject_row;
     case K_REJ_SMILES: return ms->reject_smiles.chars;
     case K_REJ_REASON: return ms->reject_reason.chars;
-    default: return NULL;
+    default: break;
     }
+    if (k >= K_NMR13C_OFF && k < K_SMILES) {
+        const mm_spectra *sp = &ms->nmr[(k - K_NMR13C_OFF) / 4];
+        switch ((k - K_NMR13C_OFF) % 4) {
+        case 0: return sp->peak_offset;
+        case 1: return sp->shift;
+        case 2: return sp->atom;
+        default: return sp->ok;
+        }
+    }
+    return NULL;
 }
 
 mm_spool_chunk mm_spool_chunk_of(const mm_molset *ms)
 {
     mm_spool_chunk c = {ms->n, ms->n_atoms, ms->n_bonds, ms->n_rejects,
-                  {ms->smiles.nbytes, ms->scaffold.nbytes, ms->reject_smiles.nbytes, ms->reject_reason.nbytes}, 0};
+                  {ms->smiles.nbytes, ms->scaffold.nbytes, ms->reject_smiles.nbytes, ms->reject_reason.nbytes}, {0}, 0};
     if (!(ms->modalities & MM_MOD_SCAFFOLD)) c.bytes[S_SCAFFOLD] = 0;
+    for (int k = 0; k < MM_NMR_KINDS; k++)
+        if (ms->modalities & MM_MOD_NMR(k)) c.peaks[k] = ms->nmr[k].n_peaks;
     return c;
 }
 
