@@ -389,7 +389,7 @@ static void write_iso_dataset(const char *path)
     for (int i = 0; i < N_ISO; i++) {
         OK(mm_chem_featurize_smiles(c, iso_smiles[i], (uint64_t)i, &f));
         mm_mol_in m = {f.smiles, i, f.n_atoms, f.atom_feat, f.n_bonds, f.bond_index, f.bond_feat,
-                       NULL, 0, NULL, NULL, NULL, NULL};
+                       NULL, 0, NULL, NULL, NULL, NULL, {{0}}};
         OK(mm_molset_append(&ms, &m));
     }
     mm_dataset_meta meta = {"test", "test_eval iso", NULL, NULL};
