@@ -95,6 +95,9 @@ mm_status mm_ckpt_read(const char *path, mm_dist *d, mm_ckpt_state *s);
 mm_status mm_ckpt_load_params(const char *path, MPI_Comm comm, mm_params *params, const char *prefix,
                               int *n_loaded);
 
+/* Like mm_ckpt_load_params, but every parameter of `params` whose name starts with
+ * `prefix` must be in the file: the error names the first one missing (frozen teachers). */
+mm_status mm_ckpt_load_params_all(const char *path, MPI_Comm comm, mm_params *params, const char *prefix);
 /* BatchNorm running statistics for fine-tuning and embedding: the first n values of the
  * checkpoint's /buffers (a model's buffers are laid out encoder by encoder, the graph
  * encoder's first) into dst, and its bn_batches. The file must hold at least n values;

@@ -65,6 +65,7 @@ typedef struct mm_model {
         mm_lin_ix mlp0[MM_MAX_GIN_LAYERS], mlp2[MM_MAX_GIN_LAYERS];
         int bn_w[MM_MAX_GIN_LAYERS], bn_b[MM_MAX_GIN_LAYERS];
         float *bn_mean[MM_MAX_GIN_LAYERS], *bn_var[MM_MAX_GIN_LAYERS]; /* [gin_hidden] */
+        mm_lin_ix readout0;  /* gin_readout mlp: Linear(H, H) before out */
         mm_lin_ix out;
     } gin;
     struct {
@@ -136,6 +137,12 @@ typedef struct mm_step_out {
 
 /* Declare and allocate the parameters for the given sizes, initialised from seed. */
 mm_status mm_model_init(mm_model *m, const mm_model_config *cfg, const mm_loss_config *loss, uint64_t seed);
+/* The graph encoder alone (ACML's student, fine-tuning): only enc.graph.* parameters and
+ * the GIN's BatchNorm buffers. `declare_more` (may be NULL) declares further parameters
+ * in the same registry before it is allocated (e.g. projection heads); they receive the
+ * generic Linear initialisation and the caller re-initialises them as it needs. */
+mm_status mm_model_init_graph(mm_model *m, const mm_model_config *cfg, uint64_t seed,
+                              mm_status (*declare_more)(mm_params *p, void *ctx), void *ctx);
 void mm_model_destroy(mm_model *m);
 
 /* Build the batch from the rank's molecules (a collective: gathers the masks and

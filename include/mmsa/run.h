@@ -27,6 +27,11 @@ double mm_run_now(void);
 mm_status mm_run_job_text(const mm_job *job, char **text);
 /* Collective: creates run_dir/checkpoints (rank 0) and writes its path into ckpt_dir. */
 mm_status mm_run_checkpoint_dir(const char *run_dir, mm_dist *d, char *ckpt_dir, size_t n);
+/* The checkpoint state of a loop at `step` (epoch and cursor from steps_per_epoch, the
+ * job's seed); the caller adds what only it has (e.g. the memory bank). */
+mm_ckpt_state mm_run_ckpt_state(const mm_job *job, const char *job_text, int64_t step, int64_t steps_per_epoch,
+                                mm_params *params, mm_optimizer *opt, float *buffers, size_t n_buffers,
+                                int64_t bn_batches);
 /* Collective: loads ckpt_dir/latest into s when there is one (*resumed says so). */
 mm_status mm_run_resume(const char *ckpt_dir, mm_dist *d, uint64_t seed, mm_ckpt_state *s, bool *resumed);
 /* Collective: rank 0 writes run_dir/job.yaml and opens run_dir/log.jsonl (*log; NULL on

@@ -1226,7 +1226,8 @@ mm_status mm_ckpt_read(const char *path, mm_dist *d, mm_ckpt_state *s)
 
 /* ================================================================== parameters only */
 
-static mm_status load_params(hid_t f, const char *path, mm_params *params, const char *prefix, int *n_loaded)
+static mm_status load_params(hid_t f, const char *path, mm_params *params, const char *prefix, int *n_loaded,
+                             bool required)
 {
     MM_CALL(check_format(f, path));
     hid_t g;
@@ -1241,6 +1242,10 @@ static mm_status load_params(hid_t f, const char *path, mm_params *params, const
         bool absent;
         hid_t ds;
         st = open_dset(g, "/params", pi->name, H5T_FLOAT, pi->ndim, dims, path, &absent, &ds);
+        if (st == MM_OK && absent && required) {
+            st = MM_ERR(MM_ERR_FORMAT, "%s lacks parameter %s (/params/%s)", path, pi->name, pi->name);
+            mm_error_hint("the checkpoint must come from a model with this encoder and these sizes");
+        }
         if (st != MM_OK || absent) continue;
         char dname[MM_PARAM_NAME_MAX + 16];
         snprintf(dname, sizeof dname, "/params/%s", pi->name);
@@ -1279,6 +1284,7 @@ typedef struct load_ctx {
     mm_params *params;
     const char *prefix;
     int *n_loaded;
+    bool required;
     float *dst;
     size_t n;
     int64_t *bn_batches;
@@ -1303,7 +1309,15 @@ static mm_status with_checkpoint(const char *path, MPI_Comm comm, mm_status (*lo
 
 static mm_status load_params_cb(hid_t f, const char *path, load_ctx *c)
 {
-    return load_params(f, path, c->params, c->prefix, c->n_loaded);
+    return load_params(f, path, c->params, c->prefix, c->n_loaded, c->required);
+}
+
+mm_status mm_ckpt_load_params_all(const char *path, MPI_Comm comm, mm_params *params, const char *prefix)
+{
+    int n_loaded = 0;
+    MM_CHECK_ARG(path && params && params->allocated, "checkpoint load: needs a path and an allocated parameter registry");
+    load_ctx c = {.params = params, .prefix = prefix, .n_loaded = &n_loaded, .required = true};
+    return with_checkpoint(path, comm, load_params_cb, &c);
 }
 
 static mm_status load_buffers_cb(hid_t f, const char *path, load_ctx *c)

@@ -26,7 +26,7 @@ mm_status mm_model_linear(mm_model *m, mm_tape *t, mm_tensor *x, mm_lin_ix l, mm
     return MM_OK;
 }
 
-/* ---- graph: GIN with edge features, BatchNorm, mean pooling ------------------------ */
+/* ---- graph: GIN with edge features, BatchNorm, mean or sum pooling, readout ------------------------ */
 
 mm_status mm_encode_graph(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t step, mm_tensor **z)
 {
@@ -55,7 +55,12 @@ mm_status mm_encode_graph(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t s
         MM_CALL(mm_dropout(t, yn, c->gin_dropout, 0, MM_STREAM_DROPOUT + step * 64 + (uint64_t)l, b->atom_row0, &h));
     }
     mm_tensor *g;
-    MM_CALL(mm_segment_mean(t, h, b->ms->atom_offset, b->n, &g));                          /* [n, H] */
+    if (c->gin_pool == MM_POOL_SUM) MM_CALL(mm_segment_sum(t, h, b->ms->atom_offset, b->n, &g)); /* [n, H] */
+    else MM_CALL(mm_segment_mean(t, h, b->ms->atom_offset, b->n, &g));
+    if (c->gin_readout == MM_READOUT_MLP) {
+        MM_CALL(mm_model_linear(m, t, g, m->gin.readout0, &g));
+        MM_CALL(mm_relu(t, g, &g));
+    }
     MM_CALL(mm_model_linear(m, t, g, m->gin.out, z));
     return MM_OK;
 }

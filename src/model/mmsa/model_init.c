@@ -40,7 +40,7 @@ static mm_status add_linear(mm_params *p, mm_lin_ix *l, int64_t in, int64_t out,
     return MM_OK;
 }
 
-static mm_status declare(mm_model *m)
+static mm_status declare_graph(mm_model *m)
 {
     const mm_model_config *c = &m->cfg;
     mm_params *p = &m->params;
@@ -66,7 +66,18 @@ static mm_status declare(mm_model *m)
         MM_CALL(add(p, &m->gin.bn_w[l], 1, (int64_t[]){H}, "enc.graph.norms.%d.weight", l));
         MM_CALL(add(p, &m->gin.bn_b[l], 1, (int64_t[]){H}, "enc.graph.norms.%d.bias", l));
     }
+    if (c->gin_readout == MM_READOUT_MLP) MM_CALL(add_linear(p, &m->gin.readout0, H, H, 1, "enc.graph.readout.0"));
     MM_CALL(add_linear(p, &m->gin.out, H, E, 1, "enc.graph.out"));
+    return MM_OK;
+}
+
+static mm_status declare(mm_model *m)
+{
+    const mm_model_config *c = &m->cfg;
+    mm_params *p = &m->params;
+    char pre[MM_PARAM_NAME_MAX];
+    int64_t E = c->embed_dim;
+    MM_CALL(declare_graph(m));
     /* conformer encoder */
     int64_t Hs = c->schnet_hidden, F = c->schnet_filters;
     MM_CALL(add(p, &m->schnet.emb, 2, (int64_t[]){119, Hs}, "enc.conformer.emb.weight"));
@@ -143,14 +154,19 @@ static void initialise(mm_model *m, uint64_t seed)
     }
 }
 
-mm_status mm_model_init(mm_model *m, const mm_model_config *cfg, const mm_loss_config *loss, uint64_t seed)
+/* graph_only: the GIN's parameters and buffers alone, then declare_more's. */
+static mm_status init_model(mm_model *m, const mm_model_config *cfg, const mm_loss_config *loss, uint64_t seed,
+                            bool graph_only, mm_status (*declare_more)(mm_params *p, void *ctx), void *ctx)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
-    m->loss = *loss;
+    if (graph_only) m->cfg.n_cnn_channels = 0;
+    if (loss) m->loss = *loss;
+    cfg = &m->cfg;
     mm_params_init(&m->params);
     mm_status st;
-    MM_CALL_GOTO(st, declare(m), fail);
+    MM_CALL_GOTO(st, graph_only ? declare_graph(m) : declare(m), fail);
+    if (declare_more) MM_CALL_GOTO(st, declare_more(&m->params, ctx), fail);
     MM_CALL_GOTO(st, mm_params_alloc(&m->params), fail);
     initialise(m, seed);
     /* BatchNorm running statistics: GIN layers, then CNN stages; mean 0, var 1. */
@@ -181,6 +197,17 @@ mm_status mm_model_init(mm_model *m, const mm_model_config *cfg, const mm_loss_c
 fail:
     mm_model_destroy(m);
     return st;
+}
+
+mm_status mm_model_init(mm_model *m, const mm_model_config *cfg, const mm_loss_config *loss, uint64_t seed)
+{
+    return init_model(m, cfg, loss, seed, false, NULL, NULL);
+}
+
+mm_status mm_model_init_graph(mm_model *m, const mm_model_config *cfg, uint64_t seed,
+                              mm_status (*declare_more)(mm_params *p, void *ctx), void *ctx)
+{
+    return init_model(m, cfg, NULL, seed, true, declare_more, ctx);
 }
 
 void mm_model_destroy(mm_model *m)

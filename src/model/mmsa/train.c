@@ -10,19 +10,9 @@
 
 static mm_ckpt_state ckpt_state(mm_trainer *tr)
 {
-    mm_ckpt_state s;
-    memset(&s, 0, sizeof s);
-    s.step = tr->step;
-    s.epoch = tr->steps_per_epoch ? tr->step / tr->steps_per_epoch : 0;
-    s.cursor = tr->steps_per_epoch ? tr->step % tr->steps_per_epoch : 0;
-    s.seed = (uint64_t)tr->job.train.seed;
-    s.params = &tr->model.params;
-    s.opt = &tr->opt;
-    s.buffers = tr->model.buffers;
-    s.n_buffers = tr->model.n_buffers;
-    s.bn_batches = tr->model.bn_batches;
+    mm_ckpt_state s = mm_run_ckpt_state(&tr->job, tr->job_text, tr->step, tr->steps_per_epoch, &tr->model.params,
+                                        &tr->opt, tr->model.buffers, tr->model.n_buffers, tr->model.bn_batches);
     s.bank = &tr->bank;
-    s.job_text = tr->job_text;
     return s;
 }
 

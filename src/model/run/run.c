@@ -35,6 +35,25 @@ mm_status mm_run_checkpoint_dir(const char *run_dir, mm_dist *d, char *ckpt_dir,
     return MM_OK;
 }
 
+mm_ckpt_state mm_run_ckpt_state(const mm_job *job, const char *job_text, int64_t step, int64_t steps_per_epoch,
+                                mm_params *params, mm_optimizer *opt, float *buffers, size_t n_buffers,
+                                int64_t bn_batches)
+{
+    mm_ckpt_state s;
+    memset(&s, 0, sizeof s);
+    s.step = step;
+    s.epoch = steps_per_epoch ? step / steps_per_epoch : 0;
+    s.cursor = steps_per_epoch ? step % steps_per_epoch : 0;
+    s.seed = (uint64_t)job->train.seed;
+    s.params = params;
+    s.opt = opt;
+    s.buffers = buffers;
+    s.n_buffers = n_buffers;
+    s.bn_batches = bn_batches;
+    s.job_text = job_text;
+    return s;
+}
+
 mm_status mm_run_resume(const char *ckpt_dir, mm_dist *d, uint64_t seed, mm_ckpt_state *s, bool *resumed)
 {
     char path[1200];

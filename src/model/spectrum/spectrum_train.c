@@ -16,19 +16,8 @@
 
 static mm_ckpt_state ckpt_state(mm_spectrum_trainer *tr)
 {
-    mm_ckpt_state s;
-    memset(&s, 0, sizeof s);
-    s.step = tr->step;
-    s.epoch = tr->step / tr->steps_per_epoch;
-    s.cursor = tr->step % tr->steps_per_epoch;
-    s.seed = (uint64_t)tr->job.train.seed;
-    s.params = &tr->net.params;
-    s.opt = &tr->opt;
-    s.buffers = tr->net.buffers;
-    s.n_buffers = tr->net.n_buffers;
-    s.bn_batches = tr->net.bn_batches;
-    s.job_text = tr->job_text;
-    return s;
+    return mm_run_ckpt_state(&tr->job, tr->job_text, tr->step, tr->steps_per_epoch, &tr->net.params, &tr->opt,
+                             tr->net.buffers, tr->net.n_buffers, tr->net.bn_batches);
 }
 
 /* The dataset indices of the molecules with the spectrum: each rank scans its block of
