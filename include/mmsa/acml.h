@@ -19,7 +19,14 @@
 
 #include <stdint.h>
 
+#include <stdio.h>
+
+#include "mmsa/dataset.h"
 #include "mmsa/dist.h"
+#include "mmsa/grad_sync.h"
+#include "mmsa/job.h"
+#include "mmsa/model.h"
+#include "mmsa/optim.h"
 #include "mmsa/params.h"
 #include "mmsa/tensor.h"
 
@@ -59,5 +66,87 @@ mm_status mm_acml_loss_rows(mm_tape *t, mm_dist *d, mm_tensor *u, mm_tensor *g, 
 /* Cross-modal retrieval: rank[i] = 0-based rank of b_i among all b_j scored by
  * a_i . b_j, ties to the smaller j (a, b [n, d], row-major). */
 void mm_retrieval_ranks(const float *a, const float *b, int64_t n, int64_t d, int64_t *rank);
+
+/* ---------------------------------------------------------------- teachers
+ *
+ * A teacher is a frozen encoder of one modality: the image CNN, the conformer SchNet or
+ * the fingerprint MLP of an mmsa_pretrain checkpoint (the model is rebuilt from the job
+ * stored in the checkpoint, and its parameters and BatchNorm statistics are loaded), or a
+ * spectrum encoder (spectrum.h). Frozen: eval mode (running statistics, no dropout), no
+ * gradient, not in the optimiser or the gradient allreduce. */
+
+extern const char *const mm_teacher_names[MM_N_TEACHERS + 1]; /* image .. nmr1h, all */
+
+typedef struct mm_acml_teacher {
+    int kind;                 /* mm_teacher_kind */
+    int64_t dim;              /* output width */
+    unsigned modality;        /* the MM_MOD_* bit it reads */
+    char init[MM_CFG_STR_MAX];/* the checkpoint it came from */
+    mm_model mmsa;            /* image, conformer, fingerprint */
+    void *spectrum;           /* nmr13c, nmr1h: mm_spectrum_model */
+} mm_acml_teacher;
+
+/* Loads teacher `kind` from checkpoint `path`; errors name the path and, when the
+ * checkpoint lacks one of the encoder's parameters, that parameter. Not collective
+ * (each rank reads the file). */
+mm_status mm_acml_teacher_load(mm_acml_teacher *te, int kind, const char *path);
+void mm_acml_teacher_free(mm_acml_teacher *te);
+/* Frozen outputs of the molecules of ms (read with te->modality): out [ms->n, dim];
+ * ok[i] = 1 when molecule i has the modality (else its row is zeros). Uses the tape's
+ * arena (reset first) and no communication. */
+mm_status mm_acml_teacher_encode(mm_acml_teacher *te, mm_tape *t, const mm_molset *ms, float *out, uint8_t *ok);
+
+/* ---------------------------------------------------------------- training */
+
+typedef struct mm_acml_report {
+    int64_t step, epoch;
+    float lr;
+    double loss, loss_t[MM_N_TEACHERS], grad_norm, seconds;
+    int64_t pairs[MM_N_TEACHERS];  /* pairs of the global batch in each teacher's loss */
+} mm_acml_report;
+
+typedef struct mm_acml_trainer {
+    mm_job job;
+    mm_dist *d;
+    mm_dataset *ds;
+    int n_teachers;
+    mm_acml_teacher teacher[MM_N_TEACHERS];
+    float *t_out[MM_N_TEACHERS];  /* cached outputs [N, dim] (NULL: on the fly) */
+    uint8_t *t_ok[MM_N_TEACHERS]; /* [N] modality present */
+    mm_model student;             /* graph encoder + both heads of every teacher */
+    mm_acml_head head_t[MM_N_TEACHERS], head_g[MM_N_TEACHERS];
+    mm_optimizer opt;
+    mm_tape tape;
+    mm_grad_sync gsync;
+    mm_molset ms;
+    int64_t n_molecules;
+    int64_t *train_idx, n_train;  /* training molecules (with at least one teacher's modality) */
+    int64_t *held_idx, n_held;    /* held out by the scaffold split */
+    int64_t steps_per_epoch, total_steps, step;
+    int64_t *perm, perm_epoch, *counts, *batch_idx;
+    mm_schedule sched;
+    FILE *log;
+    char ckpt_dir[1024];
+    char *job_text;
+    double t_start, t_last_log;
+    int64_t step_last_log;
+    bool quiet;
+} mm_acml_trainer;
+
+/* Collective. Opens the dataset, splits it (run_dir/split.json), loads the teachers
+ * (and computes or reuses their cache in run_dir/teachers/), builds the student and the
+ * heads, resumes from the latest checkpoint when job.checkpoint.resume. */
+mm_status mm_acml_trainer_init(mm_acml_trainer *tr, const mm_job *job, mm_dist *d);
+/* The student (the job's graph encoder) and the heads of tr's teachers in one registry,
+ * initialised from train.seed as at step 0 (fills tr->head_t, tr->head_g). */
+mm_status mm_acml_build_student(mm_acml_trainer *tr, mm_model *m);
+mm_status mm_acml_trainer_step(mm_acml_trainer *tr, mm_acml_report *rep);
+mm_status mm_acml_trainer_run(mm_acml_trainer *tr, int64_t max_steps);
+void mm_acml_trainer_destroy(mm_acml_trainer *tr);
+/* Collective. Head outputs of the held-out molecules, trained and untrained (the model at
+ * step 0 of the same seed), written by rank 0 to path in the format mmsa_eval reads
+ * (eval.h). top1 (may be NULL): teacher->graph top-1 among the held-out molecules with
+ * the first teacher's modality, trained and untrained. */
+mm_status mm_acml_write_heldout(mm_acml_trainer *tr, const char *path, double top1[2]);
 
 #endif

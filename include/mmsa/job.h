@@ -13,7 +13,14 @@
 
 #include "mmsa/config.h"
 
-typedef enum { MM_OBJ_MMSA = 0, MM_OBJ_SPECTRUM_AE = 1 } mm_objective;
+typedef enum { MM_OBJ_MMSA = 0, MM_OBJ_SPECTRUM_AE = 1, MM_OBJ_ACML = 2 } mm_objective;
+typedef enum { MM_POOL_MEAN = 0, MM_POOL_SUM = 1 } mm_gin_pool;
+typedef enum { MM_READOUT_LINEAR = 0, MM_READOUT_MLP = 1 } mm_gin_readout;
+/* ACML teachers (acml.teacher); MM_TEACHER_ALL: every teacher the job can load, one loss each. */
+typedef enum {
+    MM_TEACHER_IMAGE = 0, MM_TEACHER_CONFORMER, MM_TEACHER_FINGERPRINT, MM_TEACHER_NMR13C, MM_TEACHER_NMR1H,
+    MM_N_TEACHERS, MM_TEACHER_ALL = MM_N_TEACHERS
+} mm_teacher_kind;
 typedef enum { MM_KNN_ALLGATHER = 0, MM_KNN_RING = 1, MM_KNN_SCALAPACK = 2 } mm_knn_backend;
 typedef enum { MM_OPTIMIZER_ADAMW = 0, MM_OPTIMIZER_SGD = 1 } mm_optimizer_kind;
 
@@ -23,6 +30,8 @@ typedef struct mm_model_config {
     int proj_hidden, proj_dim;
     int gin_layers, gin_hidden;
     float gin_dropout;
+    int gin_pool;              /* mm_gin_pool */
+    int gin_readout;           /* mm_gin_readout: linear, or Linear-ReLU-Linear (ACML's student) */
     int schnet_hidden, schnet_filters, schnet_interactions, schnet_n_rbf;
     float schnet_cutoff;
     int n_cnn_channels;        /* count of cnn_channels (must precede it) */
@@ -83,6 +92,21 @@ typedef struct mm_spectrum_config {
     int embed_dim;
     int decoder_hidden;
 } mm_spectrum_config;
+/* ACML (DESIGN.md section 3b): the student is the graph encoder of `model` (ACML's
+ * sizes: gin_layers 5, gin_hidden 64, embed_dim 64, gin_pool sum, gin_readout mlp). */
+typedef struct mm_acml_config {
+    int teacher;               /* mm_teacher_kind */
+    char teacher_init[MM_CFG_STR_MAX]; /* mmsa_pretrain checkpoint (image, conformer, fingerprint)
+                                        * or spectrum-autoencoder checkpoint (nmr13c, nmr1h) */
+    char nmr13c_init[MM_CFG_STR_MAX];  /* teacher all: the 13C spectrum autoencoder ("" = none) */
+    char nmr1h_init[MM_CFG_STR_MAX];   /* teacher all: the 1H spectrum autoencoder ("" = none) */
+    int n_head_widths;
+    int head_widths[MM_CFG_LIST_MAX];
+    float head_dropout;
+    float tau;
+    bool cache_teachers;
+    float holdout_fraction;    /* scaffold split: this share of the molecules is held out */
+} mm_acml_config;
 
 typedef struct mm_job {
     mm_model_config model;
@@ -91,6 +115,7 @@ typedef struct mm_job {
     mm_checkpoint_config checkpoint;
     mm_dist_config dist;
     mm_spectrum_config spectrum;
+    mm_acml_config acml;
 } mm_job;
 
 extern const mm_cfg_schema mm_job_schema;

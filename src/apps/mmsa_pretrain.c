@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "mmsa/spectrum.h"
+#include "mmsa/acml.h"
 #include "mmsa/train.h"
 
 static void usage(FILE *f)
@@ -12,9 +13,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mpirun -n P mmsa_pretrain JOB.yaml [options]\n"
             "\n"
-            "Pre-trains the MMSA model (DESIGN.md section 3) on a dataset written by mmsa_prep, or\n"
-            "with model.objective: spectrum_autoencoder the NMR spectrum encoder of spectrum.kind\n"
-            "(configs/spectrum_ae_nmr13c.yaml) on the molecules that have that spectrum.\n"
+            "Pre-trains on a dataset written by mmsa_prep (model.objective): mmsa, the MMSA model\n"
+            "(DESIGN.md section 3); spectrum_autoencoder, the NMR spectrum encoder of spectrum.kind\n"
+            "(configs/spectrum_ae_nmr13c.yaml) on the molecules that have that spectrum; acml, ACML's\n"
+            "student GIN against a frozen teacher (section 3b; configs/acml_*.yaml), which also\n"
+            "writes <run_dir>/heldout_embeddings.h5 for mmsa_eval.\n"
             "Every setting is in the job file; configs/reference.yaml documents each key and its\n"
             "default. The run directory (train.run_dir) receives job.yaml (resolved), log.jsonl\n"
             "(one JSON line every train.log_every steps) and checkpoints/ (HDF5; the run resumes\n"
@@ -48,6 +51,40 @@ static mm_status run_spectrum_ae(const mm_job *job, mm_dist *d, long long steps,
         printf("done: %lld steps; %lld peaks outside the grid dropped; checkpoints in %s\n", (long long)tr.step,
                (long long)tr.dropped_total, tr.ckpt_dir);
     mm_spectrum_trainer_destroy(&tr);
+    return st;
+}
+
+/* model.objective acml: train, then the held-out embeddings and the retrieval before and after. */
+static mm_status run_acml(const mm_job *job, mm_dist *d, long long steps, bool quiet)
+{
+    mm_acml_trainer *tr = calloc(1, sizeof *tr);
+    if (!tr) return MM_ERR(MM_ERR_NOMEM, "trainer");
+    tr->quiet = quiet;
+    mm_status st = mm_acml_trainer_init(tr, job, d);
+    tr->quiet = quiet;
+    if (st == MM_OK && d->rank == 0) {
+        fprintf(stderr, "mmsa_pretrain (acml): %lld molecules, %lld for training, %lld held out; teachers:",
+                (long long)tr->n_molecules, (long long)tr->n_train, (long long)tr->n_held);
+        for (int k = 0; k < tr->n_teachers; k++) fprintf(stderr, " %s", mm_teacher_names[tr->teacher[k].kind]);
+        fprintf(stderr, "; batch %d on %d rank(s), steps %lld..%lld\n", job->train.batch_size, d->size,
+                (long long)tr->step, (long long)tr->total_steps);
+    }
+    if (st == MM_OK) st = mm_acml_trainer_run(tr, steps);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/heldout_embeddings.h5", job->train.run_dir);
+    double top1[2] = {0, 0};
+    if (st == MM_OK && tr->n_held >= 2) {
+        st = mm_acml_write_heldout(tr, path, top1);
+        if (st == MM_OK && d->rank == 0)
+            printf("retrieval %s -> graph, top-1 among the held-out molecules: untrained %.1f%%, trained %.1f%%; "
+                   "embeddings in %s (mmsa_eval --run %s)\n",
+                   mm_teacher_names[tr->teacher[0].kind], 100 * top1[1], 100 * top1[0], path, job->train.run_dir);
+    }
+    if (st == MM_OK && d->rank == 0) printf("done: %lld steps; checkpoints in %s\n", (long long)tr->step, tr->ckpt_dir);
+    /* after an error of one rank the dataset's collective close could wait forever: the
+     * caller aborts instead */
+    if (st == MM_OK || mm_error_agreed()) mm_acml_trainer_destroy(tr);
+    free(tr);
     return st;
 }
 
@@ -117,9 +154,12 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
-    if (job.model.objective == MM_OBJ_SPECTRUM_AE) {
+    if (job.model.objective == MM_OBJ_SPECTRUM_AE || job.model.objective == MM_OBJ_ACML) {
         if (eval_n > 0)
-            st = mm_dist_agree(&d, MM_ERR(MM_ERR_CONFIG, "--eval-retrieval needs model.objective: mmsa"));
+            st = mm_dist_agree(&d, MM_ERR(MM_ERR_CONFIG, "--eval-retrieval needs model.objective: mmsa (ACML runs "
+                                                         "write heldout_embeddings.h5 for mmsa_eval)"));
+        else if (job.model.objective == MM_OBJ_ACML)
+            st = run_acml(&job, &d, steps, quiet);
         else
             st = run_spectrum_ae(&job, &d, steps, quiet);
     } else {
@@ -128,7 +168,7 @@ int main(int argc, char **argv)
     }
     double r1_before = 0, r5_before = 0, r1 = 0, r5 = 0;
     int64_t n_mol = tr.n_molecules;
-    if (job.model.objective == MM_OBJ_SPECTRUM_AE) {
+    if (job.model.objective != MM_OBJ_MMSA) {
         /* done above; the error reporting below is shared */
     } else if (st == MM_OK && eval_n > n_mol) {
         /* every rank has the same count: the same error on every rank */

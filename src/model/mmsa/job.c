@@ -12,14 +12,18 @@
     {#sec, #key, MM_CFG_ENUM, offsetof(mm_job, sec) + offsetof(st, key), def, 1, 0, choices, doc}
 
 static const mm_cfg_field fields[] = {
-    FE(model, mm_model_config, objective, "mmsa", "mmsa|spectrum_autoencoder",
-      "pre-training objective: mmsa (structure awareness), spectrum_autoencoder (NMR encoder, section spectrum)"),
+    FE(model, mm_model_config, objective, "mmsa", "mmsa|spectrum_autoencoder|acml",
+      "pre-training objective: mmsa (structure awareness), spectrum_autoencoder (NMR encoder, section spectrum), "
+      "acml (a frozen teacher distilled into the graph encoder, section acml)"),
     F(model, mm_model_config, embed_dim, MM_CFG_INT, "256", 2, 65536, "width of every encoder output and of the unified embedding"),
     F(model, mm_model_config, proj_hidden, MM_CFG_INT, "256", 1, 65536, "hidden width of the projection heads"),
     F(model, mm_model_config, proj_dim, MM_CFG_INT, "128", 2, 65536, "output width of the L2-normalised projection heads"),
     F(model, mm_model_config, gin_layers, MM_CFG_INT, "5", 1, 64, "GIN message-passing layers"),
     F(model, mm_model_config, gin_hidden, MM_CFG_INT, "300", 1, 65536, "GIN hidden width"),
     F(model, mm_model_config, gin_dropout, MM_CFG_FLOAT, "0.1", 0, 0.95, "dropout after every GIN layer"),
+    FE(model, mm_model_config, gin_pool, "mean", "mean|sum", "GIN readout pooling over the atoms (ACML's student: sum)"),
+    FE(model, mm_model_config, gin_readout, "linear", "linear|mlp",
+      "after pooling: one Linear to embed_dim, or Linear(gin_hidden)-ReLU-Linear (ACML's student)"),
     F(model, mm_model_config, schnet_hidden, MM_CFG_INT, "128", 1, 65536, "SchNet atom state width"),
     F(model, mm_model_config, schnet_filters, MM_CFG_INT, "128", 1, 65536, "SchNet continuous-filter width"),
     F(model, mm_model_config, schnet_interactions, MM_CFG_INT, "3", 1, 32, "SchNet interaction blocks"),
@@ -93,6 +97,21 @@ static const mm_cfg_field fields[] = {
     F(spectrum, mm_spectrum_config, kernel, MM_CFG_INT, "5", 1, 63, "1-D kernel width in bins (odd: centred, padding kernel / 2)"),
     F(spectrum, mm_spectrum_config, embed_dim, MM_CFG_INT, "256", 2, 65536, "width of the spectrum embedding (the teacher's output)"),
     F(spectrum, mm_spectrum_config, decoder_hidden, MM_CFG_INT, "512", 1, 65536, "hidden width of the reconstruction decoder"),
+
+    FE(acml, mm_acml_config, teacher, "image", "image|conformer|fingerprint|nmr13c|nmr1h|all",
+      "frozen teacher modality; all: every teacher available, one loss each, summed"),
+    F(acml, mm_acml_config, teacher_init, MM_CFG_STRING, "", 1, 0,
+      "checkpoint of the teacher: an mmsa_pretrain step_*.h5 (image, conformer, fingerprint, all) or a "
+      "spectrum-autoencoder checkpoint (nmr13c, nmr1h)"),
+    F(acml, mm_acml_config, nmr13c_init, MM_CFG_STRING, "", 1, 0, "teacher all: 13C spectrum-autoencoder checkpoint (empty: none)"),
+    F(acml, mm_acml_config, nmr1h_init, MM_CFG_STRING, "", 1, 0, "teacher all: 1H spectrum-autoencoder checkpoint (empty: none)"),
+    F(acml, mm_acml_config, head_widths, MM_CFG_INT_LIST, "[512, 512]", 1, 65536, "widths of the projection-head cells (both towers)"),
+    F(acml, mm_acml_config, head_dropout, MM_CFG_FLOAT, "0.1", 0, 0.95, "dropout inside each head cell"),
+    F(acml, mm_acml_config, tau, MM_CFG_FLOAT, "1.0", 1e-4, 100, "temperature of the soft-target CLIP loss"),
+    F(acml, mm_acml_config, cache_teachers, MM_CFG_BOOL, "true", 1, 0,
+      "compute the frozen teachers' outputs once per dataset into run_dir/teachers/ (false: every step)"),
+    F(acml, mm_acml_config, holdout_fraction, MM_CFG_FLOAT, "0.1", 0, 0.9,
+      "share of the molecules held out by a scaffold split (run_dir/split.json) for mmsa_eval"),
 };
 
 static const char *const section_docs[] = {
@@ -102,6 +121,7 @@ static const char *const section_docs[] = {
     "checkpoint", "Checkpoints in run_dir/checkpoints (HDF5, written atomically).",
     "dist", "Distribution across MPI ranks.",
     "spectrum", "NMR spectrum autoencoder (model.objective: spectrum_autoencoder; include/mmsa/spectrum.h).",
+    "acml", "ACML (model.objective acml, DESIGN.md section 3b): the teacher, the heads and the loss.",
     NULL, NULL,
 };
 
