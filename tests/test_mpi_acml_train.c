@@ -255,8 +255,11 @@ static void test_heldout_embeddings_file(void **state)
     acml_job(&job, "a_held", "fingerprint");
     job.acml.holdout_fraction = 0.25f;
     job.train.batch_size = 4;
+    /* a run directory names its latest checkpoint */
+    snprintf(job.acml.teacher_init, sizeof job.acml.teacher_init, "%s/teacher", base);
     mm_acml_trainer tr;
     assert_int_equal(mm_acml_trainer_init(&tr, &job, &WORLD), MM_OK);
+    assert_string_equal(tr.teacher[0].init, teacher_ckpt);
     assert_true(tr.n_held >= 2);
     assert_int_equal(tr.n_held + tr.n_train, 16);
     assert_int_equal(mm_acml_trainer_run(&tr, 2), MM_OK);

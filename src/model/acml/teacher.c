@@ -2,6 +2,7 @@
  * rebuilt from the job stored in it, or a spectrum encoder; eval mode, no gradient. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mmsa/acml.h"
 #include "mmsa/checkpoint.h"
@@ -68,6 +69,22 @@ mm_status mm_acml_teacher_load(mm_acml_teacher *te, int kind, const char *path)
                                                           : "teacher_init");
         mm_error_hint("point it at the checkpoint the teacher's weights come from");
         return st;
+    }
+    /* a run directory or its checkpoints/ directory: the latest checkpoint in it */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        char dir[MM_CFG_STR_MAX + 16];
+        bool found = false;
+        snprintf(dir, sizeof dir, "%s/checkpoints", path);
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) snprintf(dir, sizeof dir, "%s", path);
+        MM_CALL(mm_ckpt_latest(dir, te->init, sizeof te->init, &found));
+        if (!found) {
+            mm_status st = MM_ERR(MM_ERR_IO, "the %s teacher's checkpoint: %s holds no checkpoint (no %s/latest)",
+                                  mm_teacher_names[kind], path, dir);
+            mm_error_hint("point acml.teacher_init at a step_*.h5 file or at a run directory with checkpoints");
+            return st;
+        }
+        path = te->init;
     }
     mm_status st;
     if (is_spectrum(kind)) {
