@@ -103,6 +103,9 @@ void mm_spectrum_net_destroy(mm_spectrum_net *net);
 /* z [n, E] from binned spectra x [n, L] (not copied: must outlive the tape's step).
  * t->training chooses batch or running BatchNorm statistics. */
 mm_status mm_spectrum_net_encode(mm_spectrum_net *net, mm_tape *t, float *x, int64_t n, mm_tensor **z);
+/* Eval-mode encoding of a molecule set as mm_spectrum_encode describes it, on tape t
+ * (reset on the way; gradients and training mode switched off). */
+mm_status mm_spectrum_net_encode_set(mm_spectrum_net *net, mm_tape *t, const mm_molset *ms, float *out);
 /* logits [n, L] from z [n, E]. */
 mm_status mm_spectrum_net_decode(mm_spectrum_net *net, mm_tape *t, mm_tensor *z, mm_tensor **logits);
 /* This rank's part of the reconstruction loss: BCE(logits, min(1, x)) mean over this

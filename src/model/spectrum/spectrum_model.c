@@ -6,9 +6,6 @@
 #include "mmsa/checkpoint.h"
 #include "mmsa/spectrum.h"
 
-/* molecules per forward: bounds the arena whatever the size of the set */
-#define ENCODE_CHUNK 256
-
 struct mm_spectrum_model {
     mm_spectrum_net net;       /* encoder only */
     mm_tape tape;
@@ -85,32 +82,6 @@ const mm_spectrum_grid *mm_spectrum_model_grid(const mm_spectrum_model *m) { ret
 
 mm_status mm_spectrum_encode(mm_spectrum_model *m, const mm_molset *ms, float *out)
 {
-    int kind = m->net.cfg.kind;
-    const mm_spectra *sp = &ms->nmr[kind];
-    unsigned bit = kind == MM_NMR_13C ? MM_MOD_NMR13C : MM_MOD_NMR1H;
-    int64_t E = m->net.cfg.embed_dim, L = m->net.grid.n_bins;
-    if (!(ms->modalities & bit) || !sp->ok)
-        return MM_ERR(MM_ERR_ARG, "spectrum encode: the molecule set was read without its %s spectra",
-                      mm_nmr_kind_names[kind]);
-    memset(out, 0, (size_t)(ms->n * E) * sizeof(float));
-    mm_tape *t = &m->tape;
-    for (int64_t i0 = 0; i0 < ms->n; i0 += ENCODE_CHUNK) {
-        int64_t i1 = i0 + ENCODE_CHUNK < ms->n ? i0 + ENCODE_CHUNK : ms->n, n = 0;
-        MM_CALL(mm_tape_reset(t));
-        t->grad_enabled = false;
-        t->training = false;
-        int64_t *mols;
-        float *x;
-        MM_CALL(mm_tape_alloc(t, (size_t)(i1 - i0) * sizeof(int64_t), (void **)&mols));
-        for (int64_t i = i0; i < i1; i++)
-            if (sp->ok[i]) mols[n++] = i;
-        if (n == 0) continue;
-        MM_CALL(mm_tape_alloc(t, (size_t)(n * L) * sizeof(float), (void **)&x));
-        mm_spectrum_bin(&m->net.grid, sp, mols, n, x, NULL);
-        mm_tensor *z;
-        MM_CALL(mm_spectrum_net_encode(&m->net, t, x, n, &z));
-        for (int64_t k = 0; k < n; k++) memcpy(out + mols[k] * E, z->data + k * E, (size_t)E * sizeof(float));
-    }
-    MM_CALL(mm_tape_reset(t));
+    MM_CALL(mm_spectrum_net_encode_set(&m->net, &m->tape, ms, out));
     return MM_OK;
 }

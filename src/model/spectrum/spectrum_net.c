@@ -221,6 +221,40 @@ mm_status mm_spectrum_net_encode(mm_spectrum_net *net, mm_tape *t, float *x, int
     return MM_OK;
 }
 
+/* molecules per forward in mm_spectrum_net_encode_set: bounds the arena whatever the set */
+#define ENCODE_CHUNK 256
+
+mm_status mm_spectrum_net_encode_set(mm_spectrum_net *net, mm_tape *t, const mm_molset *ms, float *out)
+{
+    int kind = net->cfg.kind;
+    const mm_spectra *sp = &ms->nmr[kind];
+    unsigned bit = kind == MM_NMR_13C ? MM_MOD_NMR13C : MM_MOD_NMR1H;
+    int64_t E = net->cfg.embed_dim, L = net->grid.n_bins;
+    if (!(ms->modalities & bit) || !sp->ok)
+        return MM_ERR(MM_ERR_ARG, "spectrum encode: the molecule set was read without its %s spectra",
+                      mm_nmr_kind_names[kind]);
+    memset(out, 0, (size_t)(ms->n * E) * sizeof(float));
+    for (int64_t i0 = 0; i0 < ms->n; i0 += ENCODE_CHUNK) {
+        int64_t i1 = i0 + ENCODE_CHUNK < ms->n ? i0 + ENCODE_CHUNK : ms->n, n = 0;
+        MM_CALL(mm_tape_reset(t));
+        t->grad_enabled = false;
+        t->training = false;
+        int64_t *mols;
+        float *x;
+        MM_CALL(mm_tape_alloc(t, (size_t)(i1 - i0) * sizeof(int64_t), (void **)&mols));
+        for (int64_t i = i0; i < i1; i++)
+            if (sp->ok[i]) mols[n++] = i;
+        if (n == 0) continue;
+        MM_CALL(mm_tape_alloc(t, (size_t)(n * L) * sizeof(float), (void **)&x));
+        mm_spectrum_bin(&net->grid, sp, mols, n, x, NULL);
+        mm_tensor *z;
+        MM_CALL(mm_spectrum_net_encode(net, t, x, n, &z));
+        for (int64_t k = 0; k < n; k++) memcpy(out + mols[k] * E, z->data + k * E, (size_t)E * sizeof(float));
+    }
+    MM_CALL(mm_tape_reset(t));
+    return MM_OK;
+}
+
 mm_status mm_spectrum_net_decode(mm_spectrum_net *net, mm_tape *t, mm_tensor *z, mm_tensor **logits)
 {
     if (!net->decoder) return MM_ERR(MM_ERR_ARG, "spectrum decoder: the network was built without one");
