@@ -136,7 +136,8 @@ mm_status mm_job_load(const char *path, mm_job *job)
 
 mm_status mm_job_validate(const mm_job *job)
 {
-    if (job->loss.knn_k >= job->train.batch_size)
+    /* the hypergraph's neighbours are MMSA's; the spectrum autoencoder has none */
+    if (job->model.objective == MM_OBJ_MMSA && job->loss.knn_k >= job->train.batch_size)
         return MM_ERR(MM_ERR_CONFIG, "loss.knn_k (%d) must be smaller than train.batch_size (%d)", job->loss.knn_k,
                       job->train.batch_size);
     if (job->train.lr_min > job->train.lr)
