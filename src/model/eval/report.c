@@ -304,12 +304,17 @@ mm_status mm_eval_write_json(const mm_eval_result *r, const mm_eval_emb *e, cons
 
 /* ---------------------------------------------------------------- Markdown */
 
+/* Percent: one decimal from 1 %, two significant digits below (chance in a pool of 8000
+ * is 0.0125 %), "-" for NaN. */
 static void pct(FILE *f, double v)
 {
-    if (isfinite(v))
-        fprintf(f, "%.1f", 100 * v);
-    else
+    double x = 100 * v;
+    if (!isfinite(x))
         fputs("-", f);
+    else if (x >= 1 || x == 0)
+        fprintf(f, "%.1f", x);
+    else
+        fprintf(f, "%.2g", x);
 }
 
 static void pct3(FILE *f, const double *v)
