@@ -125,8 +125,8 @@ static mm_status read_floats(hid_t f, const char *path, const char *name, int64_
     MM_CALL(read_all(d, H5T_NATIVE_FLOAT, *out, path, name));
     for (int64_t i = 0; i < n * *dim; i++)
         if (!isfinite((*out)[i]))
-            return MM_ERR(MM_ERR_NUMERIC, "%s: dataset %s has a non-finite value at row %lld (held-out molecule %lld)",
-                          path, name, (long long)(i / *dim), (long long)(i / *dim));
+            return MM_ERR(MM_ERR_NUMERIC, "%s: dataset %s has a non-finite value at row %lld, column %lld", path, name,
+                          (long long)(i / *dim), (long long)(i % *dim));
     return MM_OK;
 }
 
