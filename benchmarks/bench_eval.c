@@ -65,7 +65,7 @@ static void prep_bbbp(const char *path)
         }
         CHECK(st);
         mm_mol_in m = {f.smiles, row.row, f.n_atoms, f.atom_feat, f.n_bonds, f.bond_index, f.bond_feat,
-                       NULL, 0, NULL, f.fingerprint, NULL, NULL};
+                       NULL, 0, NULL, f.fingerprint, NULL, NULL, {{0}}};
         CHECK(mm_molset_append(&ms, &m));
     }
     mm_dataset_meta meta = {mm_chem_version(), csv, NULL, "bench_eval"};
