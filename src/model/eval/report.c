@@ -514,8 +514,10 @@ mm_status mm_eval_resolve_run(const char *run_dir, char *emb, size_t emb_n, char
     if (access(emb, F_OK) != 0) {
         mm_status st = MM_ERR(MM_ERR_IO, "run %s has no held-out embeddings (%s): the run must be evaluated first",
                               run_dir, emb);
-        mm_error_hint("the held-out embeddings are written from a checkpoint of the ACML run into "
-                      "<run>/heldout_embeddings.h5; or pass --embeddings FILE --dataset FILE");
+        mm_error_hint("mmsa_pretrain writes <run>/heldout_embeddings.h5 when an ACML run ends; on a finished run, "
+                      "`mpirun -n P mmsa_pretrain %s/job.yaml` writes it from the latest checkpoint without "
+                      "training further. Or pass --embeddings FILE --dataset FILE",
+                      run_dir);
         return st;
     }
     char job_path[4096];
