@@ -769,6 +769,98 @@ static int same_graph(const mm_mol_feat *a, const mm_mol_feat *b)
     return same && memcmp(ta, tb, sizeof ta) == 0;
 }
 
+/* Atomic number of an element symbol of the molfiles used here (0: other). */
+static int z_of(const char *sym)
+{
+    static const char *const s[] = {"H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I", "B", "Si", "Se"};
+    static const int z[] = {1, 6, 7, 8, 9, 15, 16, 17, 35, 53, 5, 14, 34};
+    for (size_t k = 0; k < sizeof z / sizeof z[0]; k++)
+        if (!strcmp(sym, s[k])) return z[k];
+    return 0;
+}
+
+/* input_atom of records of both CASCADE files against the records' own V2000 blocks,
+ * read here: every heavy atom has its own atom of the same element, every hydrogen its
+ * heavy neighbour's, every bond between heavy atoms is a bond of the graph, and a record
+ * whose 3D coordinates were kept puts each atom where the record has it. */
+static void test_sdf_input_atoms(void **state)
+{
+    (void)state;
+    mm_chem *c = make_chem(0, 0);
+    mm_mol_feat f;
+    mm_mol_feat_init(&f);
+    static const char *const files[] = {"cascade_Exp5K_DFT.sdf.gz", "cascade_NMR8K.sdf.gz"};
+    int n_h = 0, n_xyz = 0;
+    for (int fi = 0; fi < 2; fi++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/data/spectra_3d/%s", tu_shared_dir(), files[fi]);
+        mm_table *t = NULL;
+        assert_int_equal(mm_table_open(path, NULL, &t), MM_OK);
+        for (int rec = 0; rec < 60; rec++) {
+            mm_table_row row;
+            bool eof;
+            assert_int_equal(mm_table_next(t, &row, &eof), MM_OK);
+            assert_false(eof);
+            assert_int_equal(mm_chem_featurize_sdf(c, row.record, 0, &f), MM_OK);
+            /* the V2000 counts line is the fourth line */
+            const char *l = row.record;
+            for (int k = 0; k < 3; k++) l = strchr(l, '\n') + 1;
+            int na = atoi((char[4]){l[0], l[1], l[2], 0}), nb = atoi((char[4]){l[3], l[4], l[5], 0});
+            assert_int_equal(f.n_input_atoms, na);
+            int *z = calloc((size_t)na, sizeof(int)), *seen = calloc((size_t)f.n_atoms, sizeof(int));
+            float *xyz = calloc((size_t)na * 3, sizeof(float));
+            int heavy = 0;
+            for (int k = 0; k < na; k++) {
+                l = strchr(l, '\n') + 1;
+                char sym[4] = {0};
+                sscanf(l + 31, "%3s", sym);
+                z[k] = z_of(sym);
+                sscanf(l, "%f %f %f", &xyz[3 * k], &xyz[3 * k + 1], &xyz[3 * k + 2]);
+                assert_int_equal(f.input_is_h[k], z[k] == 1);
+                if (z[k] == 1) continue;
+                int32_t a = f.input_atom[k];
+                assert_true(a >= 0 && a < f.n_atoms);
+                assert_int_equal(seen[a]++, 0);
+                if (z[k]) assert_int_equal(f.atom_feat[9 * a] + 1, z[k]);
+                if (f.conf_from_input) {
+                    for (int d = 0; d < 3; d++) assert_true(fabsf(f.xyz[3 * a + d] - xyz[3 * k + d]) < 1e-3f);
+                    n_xyz++;
+                }
+                heavy++;
+            }
+            assert_int_equal(heavy, f.n_atoms);
+            for (int b = 0; b < nb; b++) {
+                l = strchr(l, '\n') + 1;
+                int u = atoi((char[4]){l[0], l[1], l[2], 0}) - 1, v = atoi((char[4]){l[3], l[4], l[5], 0}) - 1;
+                assert_true(u >= 0 && u < na && v >= 0 && v < na);
+                if (z[u] == 1 || z[v] == 1) { /* a hydrogen goes with its heavy neighbour */
+                    int h = z[u] == 1 ? u : v, o = h == u ? v : u;
+                    if (z[o] != 1) assert_int_equal(f.input_atom[h], f.input_atom[o]);
+                    n_h++;
+                    continue;
+                }
+                int32_t a = f.input_atom[u], e = f.input_atom[v], found = 0;
+                for (int k = 0; k < f.n_bonds; k++)
+                    found |= (f.bond_index[2 * k] == a && f.bond_index[2 * k + 1] == e) ||
+                             (f.bond_index[2 * k] == e && f.bond_index[2 * k + 1] == a);
+                assert_true(found);
+            }
+            free(z);
+            free(seen);
+            free(xyz);
+        }
+        mm_table_close(&t);
+    }
+    printf("input atoms of 120 CASCADE records: %d hydrogens went to their heavy neighbour, %d heavy atoms sit at "
+           "their record's coordinates\n", n_h, n_xyz);
+    assert_true(n_h > 100 && n_xyz > 100);
+    /* SMILES input has none */
+    featurize_ok(c, "CCO", &f);
+    assert_int_equal(f.n_input_atoms, 0);
+    mm_mol_feat_free(&f);
+    mm_chem_destroy(&c);
+}
+
 static void test_sdf_records(void **state)
 {
     (void)state;
@@ -1009,6 +1101,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_scaffold_examples),
         cmocka_unit_test(test_scaffold_many_fragments),
         cmocka_unit_test(test_sdf_records),
+        cmocka_unit_test(test_sdf_input_atoms),
         cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_image_independent_of_history),
         cmocka_unit_test(test_conformer_independent_of_history),

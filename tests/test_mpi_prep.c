@@ -27,6 +27,7 @@
 #include "h5_compare.h"
 #include "mmsa/alloc.h"
 #include "mmsa/chem.h"
+#include "mmsa/csv.h"
 #include "mmsa/dataset.h"
 #include "mmsa/dist.h"
 #include "mmsa/prep.h"
@@ -693,6 +694,8 @@ static void test_sdf_input(void **state)
     assert_int_equal(r.written, 5);
     assert_int_equal(r.conf_input, 5);
     assert_int_equal(r.conf_built, 0);
+    assert_int_equal(r.nmr_modalities, MM_MOD_NMR13C); /* "C13 chemical shift" items */
+    assert_int_equal(r.nmr_read[MM_NMR_13C], 5);
     if (D.rank == 0) {
         mm_molset ms;
         mm_dataset_info info;
@@ -714,6 +717,136 @@ static void test_sdf_input(void **state)
         }
         mm_molset_free(&ms);
     }
+}
+
+/* NMR spectra of SD records: NMR8K rows 0, 2, 112 (a 13C index past the atoms), 140 (13C
+ * items 1 then 0, and 1H), 143 (1H only), 144 (13C items 1, 0, 2 and 1H), then two records
+ * made here from row 2's molecule: A with "Spectrum 13C 1" fine, "Spectrum 13C 0"
+ * malformed and a 15N item; B with an empty 1H item and a 13C spectrum as CASCADE's Exp5K
+ * writes it. The file is the same on 1 rank and on all, and for chunks of 1 molecule. */
+static void test_sdf_spectra(void **state)
+{
+    (void)state;
+    size_t live0 = mm_alloc_live_bytes();
+    int have = 1;
+    if (D.rank == 0) {
+        char src[1024];
+        snprintf(src, sizeof src, "%s/data/spectra_3d/cascade_NMR8K.sdf.gz", tu_shared_dir());
+        mm_table *t = NULL;
+        have = mm_table_open(src, NULL, &t) == MM_OK;
+        FILE *out = have ? fopen(path_of("nmr.sdf"), "w") : NULL;
+        char mol2[8192] = "";
+        static const int64_t pick[] = {0, 2, 112, 140, 143, 144};
+        for (int k = 0; have && k < 6;) {
+            mm_table_row row;
+            bool eof = false;
+            assert_int_equal(mm_table_next(t, &row, &eof), MM_OK);
+            assert_false(eof);
+            if (row.row == 2) { /* the molfile block, for the records made here */
+                const char *end = strstr(row.record, "M  END\n");
+                assert_non_null(end);
+                snprintf(mol2, sizeof mol2, "%.*s", (int)(end + 7 - row.record), row.record);
+            }
+            if (row.row != pick[k]) continue;
+            fprintf(out, "%s$$$$\n", row.record);
+            k++;
+        }
+        if (have) {
+            fprintf(out, "%s> <Spectrum 13C 1>\n12.9;0.0Q;0|21.2;0.0T;1\n\n> <Spectrum 13C 0>\n12.9;0.0Q;0|x;0.0T;1\n\n"
+                         "> <Spectrum 15N 0>\n33.2;0.0S;9\n\n$$$$\n", mol2);
+            fprintf(out, "%s> <Spectrum 1H 0>\n\n> <C13 chemical shift>\n1,21.25|0,12.5\n\n$$$$\n", mol2);
+            fclose(out);
+        }
+        mm_table_close(&t);
+    }
+    MPI_Bcast(&have, 1, MPI_INT, 0, D.comm);
+    if (!have) {
+        if (D.rank == 0) printf("SKIP: cascade_NMR8K.sdf.gz not readable\n");
+        return;
+    }
+    mm_prep_config c = cfg_for(path_of("nmr.sdf"), path_of("nmr_all.h5"));
+    c.features.conformer = false;
+    c.features.image = false;
+    mm_prep_result r;
+    char *summary = NULL;
+    assert_int_equal(run(&c, D.comm, &r, &summary), MM_OK);
+    assert_int_equal(r.written, 8);
+    assert_int_equal(r.nmr_modalities, MM_MOD_NMR13C | MM_MOD_NMR1H);
+    assert_int_equal(r.nmr_read[MM_NMR_13C], 5);       /* 0, 2, 140, 144, B */
+    assert_int_equal(r.nmr_read[MM_NMR_1H], 3);        /* 140, 143, 144 */
+    assert_int_equal(r.nmr_skipped[MM_PREP_NMR_INDEX], 1);     /* 112 */
+    assert_int_equal(r.nmr_skipped[MM_PREP_NMR_MALFORMED], 1); /* A */
+    assert_int_equal(r.nmr_skipped[MM_PREP_NMR_EMPTY], 1);     /* B's 1H */
+    assert_int_equal(r.nmr_skipped[MM_PREP_NMR_LONE_H] + r.nmr_skipped[MM_PREP_NMR_ELEMENT], 0);
+    assert_int_equal(r.nmr_extra[MM_NMR_13C], 4);      /* 140: 1, 144: 2, A: 1 */
+    assert_int_equal(r.nmr_extra[MM_NMR_1H], 0);
+    assert_int_equal(r.nmr_other, 1);
+    if (D.rank == 0) {
+        printf("%s", summary);
+        assert_non_null(strstr(summary, "row 2 (line "));
+        assert_non_null(strstr(summary, "data item 'Spectrum 13C 0', peak 5 '45.6;0.0D;24': atom index 24"));
+        assert_non_null(strstr(summary, "row 7 (line "));
+        assert_non_null(strstr(summary, "data item 'Spectrum 1H 0', no peak"));
+        assert_non_null(strstr(summary, "peak 1 'x;0.0T;1': the shift is not a number"));
+        mm_molset ms;
+        read_all(path_of("nmr_all.h5"), &ms, NULL);
+        const mm_spectra *cs = &ms.nmr[MM_NMR_13C], *hs = &ms.nmr[MM_NMR_1H];
+        static const uint8_t ok13[8] = {1, 1, 0, 1, 0, 1, 0, 1}, ok1h[8] = {0, 0, 0, 1, 1, 1, 0, 0};
+        for (int i = 0; i < 8; i++) {
+            assert_int_equal(cs->ok[i], ok13[i]);
+            assert_int_equal(hs->ok[i], ok1h[i]);
+            /* 13C peaks on carbons, 1H peaks on atoms that carry hydrogens */
+            for (int64_t q = cs->peak_offset[i]; q < cs->peak_offset[i + 1]; q++)
+                assert_int_equal(ms.atom_feat[9 * (ms.atom_offset[i] + cs->atom[q])], 5);
+            for (int64_t q = hs->peak_offset[i]; q < hs->peak_offset[i + 1]; q++)
+                assert_true(ms.atom_feat[9 * (ms.atom_offset[i] + hs->atom[q]) + 4] > 0);
+        }
+        /* row 2, butyl sulfinyl alanine: its 7 shifts in the file's order */
+        static const float s2[7] = {12.9f, 21.2f, 23.9f, 50.9f, 51.1f, 52.0f, 171.5f};
+        assert_int_equal(cs->peak_offset[2] - cs->peak_offset[1], 7);
+        for (int q = 0; q < 7; q++) assert_true(cs->shift[cs->peak_offset[1] + q] == s2[q]);
+        /* row 144 (maleic acid): "Spectrum 13C 0", the second of its three items */
+        static const float s144[4] = {130.4f, 130.4f, 166.1f, 166.1f};
+        assert_int_equal(cs->peak_offset[6] - cs->peak_offset[5], 4);
+        for (int q = 0; q < 4; q++) assert_true(cs->shift[cs->peak_offset[5] + q] == s144[q]);
+        /* B: "C13 chemical shift", atoms 1 and 0 of the record = row 2's first two peaks' atoms */
+        assert_int_equal(cs->peak_offset[8] - cs->peak_offset[7], 2);
+        assert_true(cs->shift[cs->peak_offset[7]] == 21.25f && cs->shift[cs->peak_offset[7] + 1] == 12.5f);
+        assert_int_equal(cs->atom[cs->peak_offset[7]], cs->atom[cs->peak_offset[1] + 1]);
+        assert_int_equal(cs->atom[cs->peak_offset[7] + 1], cs->atom[cs->peak_offset[1]]);
+        mm_molset_free(&ms);
+    }
+    free(summary);
+    /* one rank, and chunks of one molecule: the same bytes */
+    MPI_Comm solo;
+    MPI_Comm_split(D.comm, D.rank == 0 ? 0 : MPI_UNDEFINED, 0, &solo);
+    if (D.rank == 0) {
+        mm_prep_config c1 = c;
+        snprintf(c1.output.path, sizeof c1.output.path, "%s", path_of("nmr_one.h5"));
+        assert_int_equal(run(&c1, solo, NULL, NULL), MM_OK);
+        MPI_Comm_free(&solo);
+    }
+    mm_prep_config cc = c;
+    cc.output.chunk_molecules = 1;
+    snprintf(cc.output.path, sizeof cc.output.path, "%s", path_of("nmr_chunk1.h5"));
+    assert_int_equal(run(&cc, D.comm, NULL, NULL), MM_OK);
+    /* switched off: no spectra */
+    mm_prep_config off = c;
+    off.features.nmr = false;
+    snprintf(off.output.path, sizeof off.output.path, "%s", path_of("nmr_off.h5"));
+    assert_int_equal(run(&off, D.comm, &r, NULL), MM_OK);
+    assert_int_equal(r.nmr_modalities, 0u);
+    assert_int_equal(r.nmr_read[MM_NMR_13C], 0);
+    if (D.rank == 0) {
+        assert_true(h5c_same_bytes(path_of("nmr_all.h5"), path_of("nmr_one.h5")));
+        assert_true(h5c_same_bytes(path_of("nmr_all.h5"), path_of("nmr_chunk1.h5")));
+        mm_molset ms;
+        mm_dataset_info info;
+        read_all(path_of("nmr_off.h5"), &ms, &info);
+        assert_int_equal(info.modalities & (MM_MOD_NMR13C | MM_MOD_NMR1H), 0u);
+        mm_molset_free(&ms);
+    }
+    assert_int_equal(mm_alloc_live_bytes(), live0);
 }
 
 /* ---------------------------------------------------------------- settings and binary */
@@ -814,6 +947,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_one_rank_out_of_memory),
         cmocka_unit_test(test_bace_autodetect),
         cmocka_unit_test(test_sdf_input),
+        cmocka_unit_test(test_sdf_spectra),
         cmocka_unit_test(test_example_yaml),
         cmocka_unit_test(test_binary),
     };

@@ -145,8 +145,15 @@ typedef struct mm_mol_feat {
     int32_t image_size;    /* H = W of image (0 if no image) */
     uint8_t *image;        /* [3, H, W] RGB, white background */
     uint8_t fingerprint[MM_CHEM_FP_BYTES]; /* ECFP4, MSB-first; zeros if opts.fingerprint == 0 */
+    /* SD input: where the atoms of the record's atom block went (for data items that
+     * name atoms, such as NMR shift assignments). input_atom[k] is the atom above of the
+     * record's atom k (0-based, atom-block order); a hydrogen gives its heavy neighbour,
+     * -1 one without. n_input_atoms = 0 for SMILES input and rejected records. */
+    int32_t n_input_atoms;
+    int32_t *input_atom;   /* [n_input_atoms] */
+    uint8_t *input_is_h;   /* [n_input_atoms] 1: the record's atom k is a hydrogen */
     /* capacities of the buffers above (internal) */
-    size_t cap_smiles, cap_scaffold, cap_atoms, cap_bonds, cap_image;
+    size_t cap_smiles, cap_scaffold, cap_atoms, cap_bonds, cap_image, cap_input;
 } mm_mol_feat;
 
 void mm_mol_feat_init(mm_mol_feat *f);

@@ -17,7 +17,10 @@
  *   cell that is not a number keeps its molecule with that label NaN and is counted and
  *   quoted (file, line, row, column) in the summary. A featuriser exception on one
  *   molecule (MM_ERR_INTERNAL from chem.h) rejects that molecule as "featuriser error"
- *   instead of ending a long run; running out of memory or failing I/O ends the run.
+ *   instead of ending a long run; running out of memory or failing I/O ends the run. An
+ *   NMR spectrum of an SD record that cannot be read keeps its molecule without it and is
+ *   counted and quoted (row, line, data item, peak) in the summary, as are the spectra
+ *   not read (further ones of a kind, other nuclei; see "NMR spectra" below).
  * - Collective outcome: every rank returns the same status. The rank where a failure
  *   happened holds the real message and is named in result->failed_rank; the others
  *   return the same code with a message pointing at that rank. On failure no output
@@ -39,6 +42,7 @@
 #include <stdio.h>
 
 #include "mmsa/config.h"
+#include "mmsa/dataset.h"
 #include "mmsa/error.h"
 
 /* Version of the program, written into created_by ("mmsa_prep 0.1.0"); CITATION.cff's. */
@@ -71,6 +75,7 @@ typedef struct mm_prep_features_config {
     bool fingerprint;     /* ECFP4, 2048 bits */
     bool scaffold;        /* Bemis-Murcko scaffold */
     int max_atoms;        /* heavy-atom limit; larger molecules are rejected */
+    bool nmr;             /* SD input: NMR spectra from the records' data items (see below) */
 } mm_prep_features_config;
 
 typedef struct mm_prep_report_config {
@@ -97,6 +102,57 @@ mm_status mm_prep_config_defaults(mm_prep_config *c);
 /* Cross-key rules: input and output given and different, png_count needs images, ... */
 mm_status mm_prep_config_validate(const mm_prep_config *c);
 
+/* ---- NMR spectra in SD data items
+ *
+ * With features.nmr (default on), an SD input whose records carry spectrum items gets
+ * the spectra in the dataset (dataset.h /nmr13c, /nmr1h); the kinds present in any of
+ * the rows read decide the file's modalities. Items read:
+ *   "Spectrum 13C <n>", "Spectrum 1H <n>" (CASCADE NMR8K, nmrshiftdb2 export): peaks
+ *     "shift;<coupling><multiplicity>;atomidx" separated by '|' (a final '|' allowed);
+ *   "C13 chemical shift" (CASCADE Exp5K_DFT): peaks "atomidx,shift" separated by '|'.
+ * atomidx is 0-based into the record's atom block; it becomes our atom (chem.h
+ * input_atom): a hydrogen's index its heavy neighbour. The first spectrum of a kind
+ * (lowest <n>; the unnumbered item before all) is the molecule's, the others are counted
+ * as extra. A spectrum that cannot be read whole (reasons below) is skipped: the
+ * molecule is kept without it, and the skip is counted and quoted (row, line, item, peak,
+ * value) in the summary. Other "Spectrum ..." items (15N, 17O, 2D) are counted as other. */
+enum {
+    MM_PREP_NMR_EMPTY = 1,     /* no peak in the item */
+    MM_PREP_NMR_MALFORMED,     /* a peak without its fields, or a shift / index not a number */
+    MM_PREP_NMR_INDEX,         /* an atom index outside the record's atom block */
+    MM_PREP_NMR_LONE_H,        /* an index naming a hydrogen without a heavy neighbour */
+    MM_PREP_NMR_ELEMENT,       /* 13C: an atom that is not a carbon; 1H: an atom without hydrogens */
+    MM_PREP_NMR_N_SKIPS
+};
+const char *mm_prep_nmr_skip_name(int reason); /* "empty spectrum", ... */
+
+/* The spectra of one record, one entry per kind (dataset.h MM_NMR_*). */
+typedef struct mm_prep_spectrum {
+    int found;             /* spectrum items of this kind in the record */
+    int skip;              /* 0 when read (or none found), else MM_PREP_NMR_* */
+    char item[80];         /* the item read (the first one), "" when none */
+    char why[256];         /* the skip: item, peak and value */
+    int64_t n_peaks;       /* read peaks (0 when skipped) */
+    float *shift;          /* [cap] ppm */
+    int32_t *atom;         /* [cap] our atom */
+    int64_t cap;
+} mm_prep_spectrum;
+
+typedef struct mm_prep_spectra {
+    mm_prep_spectrum kind[MM_NMR_KINDS]; /* MM_NMR_13C, MM_NMR_1H */
+    int other;                /* other "Spectrum ..." items */
+} mm_prep_spectra;
+
+/* Reads the record's spectra (items as csv.h gives them) against the featurised molecule
+ * (chem.h: input_atom, input_is_h, atom_feat). MM_OK whatever the items say (their
+ * problems are skips); MM_ERR_NOMEM when the peaks do not fit memory. */
+mm_status mm_prep_read_spectra(int n_items, const char *const *names, const char *const *values,
+                               int32_t n_input_atoms, const int32_t *input_atom, const uint8_t *input_is_h,
+                               int32_t n_atoms, const uint8_t *atom_feat, mm_prep_spectra *out);
+/* Which kinds a record has items of: MM_MOD_NMR13C / MM_MOD_NMR1H bits. */
+unsigned mm_prep_spectra_kinds(int n_items, const char *const *names);
+void mm_prep_spectra_free(mm_prep_spectra *s);
+
 /* Reject reasons: index = mm_chem_reject (1 .. 5), plus the featuriser-error class. */
 #define MM_PREP_REASON_ERROR 6
 #define MM_PREP_N_REASONS 7
@@ -120,6 +176,12 @@ typedef struct mm_prep_result {
                                            every failing rank's message matters */
     int64_t held_max;                   /* most rows (molecules + rejects) one rank held
                                            featurised at once: <= output.chunk_molecules */
+    unsigned nmr_modalities;            /* MM_MOD_NMR13C / MM_MOD_NMR1H of the file */
+    int64_t nmr_read[MM_NMR_KINDS];     /* molecules written with a spectrum of the kind */
+    int64_t nmr_peaks[MM_NMR_KINDS];    /* their peaks */
+    int64_t nmr_skipped[MM_PREP_NMR_N_SKIPS]; /* spectra skipped, per reason (index 0 unused) */
+    int64_t nmr_extra[MM_NMR_KINDS];    /* further spectra of a kind in a record, not read */
+    int64_t nmr_other;                  /* other spectrum items (15N, 17O, 2D, ...), not read */
 } mm_prep_result;
 
 /* Collective over comm (every rank passes the same config). Rank 0 writes the summary to

@@ -47,6 +47,8 @@ static void usage(FILE *f)
             "  --no-image            no 2D depiction                        (features.image)\n"
             "  --image-size N        depiction side in pixels (64)          (features.image_size)\n"
             "  --max-atoms N         reject molecules with more heavy atoms (128) (features.max_atoms)\n"
+            "  --no-nmr              SD input: do not read the 13C / 1H NMR spectra of the\n"
+            "                        data items (read when present)          (features.nmr)\n"
             "report:\n"
             "  --png-dir DIR         write PNGs of the first depictions     (report.png_dir)\n"
             "  --png-count N         how many (8)                           (report.png_count)\n"
@@ -72,6 +74,7 @@ static const struct {
     {"--no-3d", "features.conformer", "false"}, {"--ff-steps", "features.ff_steps", NULL},
     {"--seed", "features.seed", NULL},        {"--no-image", "features.image", "false"},
     {"--image-size", "features.image_size", NULL}, {"--max-atoms", "features.max_atoms", NULL},
+    {"--no-nmr", "features.nmr", "false"},
     {"--png-dir", "report.png_dir", NULL},    {"--png-count", "report.png_count", NULL},
     {"--quiet", "report.progress", "false"},
 };

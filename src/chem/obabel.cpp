@@ -504,6 +504,8 @@ extern "C" void mm_mol_feat_free(mm_mol_feat *f)
     if (f->bond_index) mm_free_sized(f->bond_index, f->cap_bonds * 2 * sizeof(int32_t));
     if (f->bond_feat) mm_free_sized(f->bond_feat, f->cap_bonds * 3);
     if (f->image) mm_free_sized(f->image, f->cap_image);
+    if (f->input_atom) mm_free_sized(f->input_atom, f->cap_input * sizeof(int32_t));
+    if (f->input_is_h) mm_free_sized(f->input_is_h, f->cap_input);
     memset(f, 0, sizeof *f);
 }
 
@@ -538,6 +540,25 @@ static mm_status reserve_atoms(mm_mol_feat *f, size_t n)
     f->atom_feat = af;
     f->xyz = xyz;
     f->cap_atoms = ncap;
+    return MM_OK;
+}
+
+static mm_status reserve_input(mm_mol_feat *f, size_t n)
+{
+    if (n <= f->cap_input && f->input_atom) return MM_OK;
+    size_t ncap = n < 32 ? 32 : 2 * n;
+    int32_t *ia = (int32_t *)mm_malloc(ncap * sizeof(int32_t));
+    uint8_t *ih = (uint8_t *)mm_malloc(ncap);
+    if (!ia || !ih) {
+        if (ia) mm_free_sized(ia, ncap * sizeof(int32_t));
+        if (ih) mm_free_sized(ih, ncap);
+        return MM_ERR(MM_ERR_NOMEM, "out of memory for %zu input atoms", n);
+    }
+    if (f->input_atom) mm_free_sized(f->input_atom, f->cap_input * sizeof(int32_t));
+    if (f->input_is_h) mm_free_sized(f->input_is_h, f->cap_input);
+    f->input_atom = ia;
+    f->input_is_h = ih;
+    f->cap_input = ncap;
     return MM_OK;
 }
 
@@ -591,6 +612,7 @@ static void reset_result(mm_mol_feat *f)
     f->reject = MM_CHEM_OK;
     f->reason[0] = '\0';
     f->n_atoms = f->n_bonds = 0;
+    f->n_input_atoms = 0;
     f->conf_ok = f->conf_from_input = f->conf_uff = 0;
     f->image_size = 0;
     memset(f->fingerprint, 0, sizeof f->fingerprint);
@@ -935,8 +957,37 @@ static void do_conformer(mm_chem *c, const OBMol &mol, uint64_t seed, mm_mol_fea
 
 /* Everything after reading: hydrogens, limits, canonical SMILES, atom order, graph and
  * features, then the optional stages. input3d: keep the molecule's own coordinates. */
+/* An SD record's atoms before the hydrogens go: the Open Babel atom id (which stays with
+ * the atom while others are deleted) of each atom of the atom block, for a hydrogen its
+ * first heavy neighbour's (none: NO_ATOM). */
+struct input_atoms {
+    static constexpr unsigned long NO_ATOM = ~0ul;
+    std::vector<unsigned long> id;
+    std::vector<uint8_t> is_h;
+};
+
+static void note_input_atoms(OBMol &mol, input_atoms &in)
+{
+    in.id.clear();
+    in.is_h.clear();
+    FOR_ATOMS_OF_MOL (a, mol) { /* in index order: the atom block's */
+        unsigned long id = a->GetId();
+        bool h = a->GetAtomicNum() == 1;
+        if (h) {
+            id = input_atoms::NO_ATOM;
+            FOR_NBORS_OF_ATOM (nb, &*a)
+                if (nb->GetAtomicNum() != 1) {
+                    id = nb->GetId();
+                    break;
+                }
+        }
+        in.id.push_back(id);
+        in.is_h.push_back(h ? 1 : 0);
+    }
+}
+
 static mm_status featurize_mol(mm_chem *c, OBMol &mol, const char *what, uint64_t seed, bool input3d,
-                               mm_mol_feat *f)
+                               mm_mol_feat *f, const input_atoms *in = nullptr)
 {
     double t0 = now_s();
     sort_stereo_data(mol);
@@ -970,6 +1021,14 @@ static mm_status featurize_mol(mm_chem *c, OBMol &mol, const char *what, uint64_
         if (gb.order[i] < 1 || gb.order[i] > n || gb.local_of[gb.order[i]] >= 0)
             return reject(f, MM_CHEM_INCONSISTENT, "bad atom order from Open Babel for %s", what);
         gb.local_of[gb.order[i]] = i;
+    }
+    if (in) {
+        MM_CALL(reserve_input(f, in->id.size()));
+        for (size_t k = 0; k < in->id.size(); k++) {
+            OBAtom *a = in->id[k] == input_atoms::NO_ATOM ? nullptr : mol.GetAtomById(in->id[k]);
+            f->input_atom[k] = a && (int)a->GetIdx() <= n ? gb.local_of[a->GetIdx()] : -1;
+            f->input_is_h[k] = in->is_h[k];
+        }
     }
 
     mm_smi_graph sg;
@@ -1219,7 +1278,11 @@ static mm_status sdf_impl(mm_chem *c, const char *record, uint64_t seed, mm_mol_
         double med = len.empty() ? 0 : len[len.size() / 2];
         input3d = zspread > 1e-3 || (med > 1.1 && med < 1.8);
     }
-    return featurize_mol(c, mol, what.c_str(), seed, input3d, f);
+    input_atoms in;
+    note_input_atoms(mol, in);
+    mm_status st = featurize_mol(c, mol, what.c_str(), seed, input3d, f, &in);
+    if (st == MM_OK) f->n_input_atoms = (int32_t)in.id.size();
+    return st;
 }
 
 extern "C" mm_status mm_chem_featurize_sdf(mm_chem *c, const char *record, uint64_t seed, mm_mol_feat *f)

@@ -70,6 +70,9 @@ static const mm_cfg_field fields[] = {
     F(features, mm_prep_features_config, scaffold, MM_CFG_BOOL, "true", 1, 0, "Bemis-Murcko scaffold SMILES"),
     F(features, mm_prep_features_config, max_atoms, MM_CFG_INT, "128", 1, 100000,
       "reject molecules with more heavy atoms than this"),
+    F(features, mm_prep_features_config, nmr, MM_CFG_BOOL, "true", 1, 0,
+      "SD input: 13C and 1H NMR spectra from the records' data items (Spectrum 13C <n>, Spectrum 1H <n>, "
+      "C13 chemical shift) when the file has them"),
 
     F(report, mm_prep_report_config, progress, MM_CFG_BOOL, "true", 1, 0,
       "progress line on rank 0 (stderr): rows done, molecules/s, ETA"),
@@ -241,8 +244,9 @@ done:
 
 /* ---------------------------------------------------------------- one run */
 
-/* Summary examples: the reject reasons (1 .. 6), then two more kinds. */
-enum { K_LABEL = MM_PREP_N_REASONS, K_NOCONF, N_KINDS };
+/* Summary examples: the reject reasons (1 .. 6), then labels, conformers and the
+ * spectrum skips (K_NMR0 + reason). */
+enum { K_LABEL = MM_PREP_N_REASONS, K_NOCONF, K_NMR0, N_KINDS = K_NMR0 + MM_PREP_NMR_N_SKIPS };
 
 typedef struct example {
     int64_t row, line;
@@ -253,7 +257,10 @@ typedef struct example {
 /* Local counters, summed over ranks in phase E. */
 enum {
     C_ROWS, C_WRITTEN, C_REJECTED, C_REASON0, /* C_REASON0 + reason */
-    C_LABEL = C_REASON0 + MM_PREP_N_REASONS, C_CONF_BUILT, C_CONF_UFF, C_CONF_INPUT, C_CONF_FAILED, N_COUNTERS
+    C_LABEL = C_REASON0 + MM_PREP_N_REASONS, C_CONF_BUILT, C_CONF_UFF, C_CONF_INPUT, C_CONF_FAILED,
+    C_NMR_READ, C_NMR_PEAKS = C_NMR_READ + MM_NMR_KINDS, C_NMR_EXTRA = C_NMR_PEAKS + MM_NMR_KINDS, /* + kind */
+    C_NMR_SKIP0 = C_NMR_EXTRA + MM_NMR_KINDS, /* + reason */
+    C_NMR_OTHER = C_NMR_SKIP0 + MM_PREP_NMR_N_SKIPS, N_COUNTERS
 };
 
 typedef struct prep_run {
@@ -269,6 +276,8 @@ typedef struct prep_run {
     mm_table_format fmt;
     mm_chem *chem;
     mm_mol_feat feat;
+    unsigned nmr_mods;    /* spectrum kinds of the file (rank 0 found them in phase A) */
+    mm_prep_spectra spectra; /* the current record's */
     mm_molset ms;         /* the current chunk: at most output.chunk_molecules rows */
     bool ms_init;
     mm_dataset_spool *spool; /* this rank's chunks so far */
@@ -351,6 +360,43 @@ static mm_status reject_row(prep_run *p, const mm_table_row *row, int reason, co
     return MM_OK;
 }
 
+/* The record's spectra into *m (nothing when the file has none); read before the
+ * molecule is appended, counted after (count_spectra). */
+static mm_status read_spectra(prep_run *p, const mm_table_row *row, mm_mol_in *m)
+{
+    if (!p->nmr_mods) return MM_OK;
+    const mm_mol_feat *f = &p->feat;
+    MM_CALL(mm_prep_read_spectra(row->n_items, row->item_names, row->item_values, f->n_input_atoms, f->input_atom,
+                                 f->input_is_h, f->n_atoms, f->atom_feat, &p->spectra));
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        const mm_prep_spectrum *x = &p->spectra.kind[k];
+        if (!(p->nmr_mods & MM_MOD_NMR(k)) || !x->found || x->skip) continue;
+        m->nmr[k].n_peaks = x->n_peaks;
+        m->nmr[k].shift = x->shift;
+        m->nmr[k].atom = x->atom;
+        m->nmr[k].ok = 1;
+    }
+    return MM_OK;
+}
+
+static void count_spectra(prep_run *p, const mm_table_row *row)
+{
+    if (!p->nmr_mods) return;
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        const mm_prep_spectrum *x = &p->spectra.kind[k];
+        if (!x->found) continue;
+        p->counter[C_NMR_EXTRA + k] += x->found - 1;
+        if (x->skip) {
+            p->counter[C_NMR_SKIP0 + x->skip]++;
+            add_example(p, K_NMR0 + x->skip, row->row, row->line, input_text(row), x->why);
+        } else {
+            p->counter[C_NMR_READ + k]++;
+            p->counter[C_NMR_PEAKS + k] += x->n_peaks;
+        }
+    }
+    p->counter[C_NMR_OTHER] += p->spectra.other;
+}
+
 static mm_status keep_molecule(prep_run *p, const mm_table_row *row)
 {
     const mm_mol_feat *f = &p->feat;
@@ -369,6 +415,7 @@ static mm_status keep_molecule(prep_run *p, const mm_table_row *row)
         .scaffold = f->scaffold,
         .labels = p->ms.n_tasks > 0 ? row->labels : NULL,
     };
+    MM_CALL(read_spectra(p, row, &m));
     if ((p->ms.modalities & MM_MOD_IMAGE) && f->image_size != p->cfg->features.image_size)
         return MM_ERR(MM_ERR_INTERNAL, "row %lld: the featuriser drew a %d-pixel image, %d were asked for",
                       (long long)row->row, f->image_size, p->cfg->features.image_size);
@@ -382,6 +429,7 @@ static mm_status keep_molecule(prep_run *p, const mm_table_row *row)
         return MM_OK;
     }
     p->counter[C_WRITTEN]++;
+    count_spectra(p, row);
     if (p->ms.modalities & MM_MOD_CONFORMER) {
         if (!f->conf_ok) {
             p->counter[C_CONF_FAILED]++;
@@ -443,7 +491,25 @@ static mm_status count_rows(prep_run *p)
     mm_table *t = NULL;
     MM_CALL(mm_table_open(p->cfg->input.path, &p->topts, &t));
     int64_t want = p->cfg->input.limit > 0 ? p->cfg->input.limit : INT64_MAX, got = 0;
-    mm_status st = mm_table_skip(t, want, &got);
+    mm_status st = MM_OK;
+    if (mm_table_get_format(t) == MM_TABLE_SDF && p->cfg->features.nmr) {
+        /* the rows one by one, for the spectrum items they carry */
+        for (; got < want; got++) {
+            mm_table_row row;
+            memset(&row, 0, sizeof row);
+            row.row = -1;
+            bool eof = false;
+            st = mm_table_next(t, &row, &eof);
+            if (st == MM_ERR_FORMAT && row.row == got && !eof) { /* a label that is not a number: phase B reports it */
+                mm_error_clear();
+                st = MM_OK;
+            }
+            if (st != MM_OK || eof) break;
+            p->nmr_mods |= mm_prep_spectra_kinds(row.n_items, row.item_names);
+        }
+    } else {
+        st = mm_table_skip(t, want, &got);
+    }
     mm_table_close(&t);
     MM_CALL(st);
     p->total = got;
@@ -500,6 +566,7 @@ static mm_status featurise_block(prep_run *p)
     if (c->features.fingerprint) mods |= MM_MOD_FINGERPRINT;
     if (c->features.scaffold) mods |= MM_MOD_SCAFFOLD;
     if (nt > 0) mods |= MM_MOD_LABELS;
+    mods |= p->nmr_mods;
     mm_molset_opts mo = {mods, c->features.image_size, c->features.image_size, nt, tasks};
     MM_CALL(mm_molset_init(&p->ms, &mo));
     p->ms_init = true;
@@ -618,6 +685,29 @@ static void print_summary(FILE *f, const prep_run *p, const mm_prep_result *r, c
     } else {
         fprintf(f, "  3D conformers      off\n");
     }
+    if (r->nmr_modalities) {
+        static const char *const kname[MM_NMR_KINDS] = {"13C", "1H"};
+        int64_t skipped = 0;
+        for (int k = 1; k < MM_PREP_NMR_N_SKIPS; k++) skipped += r->nmr_skipped[k];
+        fprintf(f, "  NMR spectra       ");
+        for (int k = 0; k < MM_NMR_KINDS; k++)
+            if (r->nmr_modalities & MM_MOD_NMR(k))
+                fprintf(f, " %s: %lld molecules, %lld peaks (%.1f each);", kname[k], (long long)r->nmr_read[k],
+                        (long long)r->nmr_peaks[k],
+                        r->nmr_read[k] ? (double)r->nmr_peaks[k] / (double)r->nmr_read[k] : 0.0);
+        fprintf(f, " %lld skipped\n", (long long)skipped);
+        for (int k = 1; k < MM_PREP_NMR_N_SKIPS; k++) {
+            if (!r->nmr_skipped[k]) continue;
+            fprintf(f, "    skipped, %-26s %lld (molecule kept without that spectrum)\n", mm_prep_nmr_skip_name(k),
+                    (long long)r->nmr_skipped[k]);
+            print_examples(f, ex + (K_NMR0 + k) * p->max_ex, n_ex[K_NMR0 + k]);
+        }
+        fprintf(f, "    further spectra of a kind in a record, not read (the lowest <n> is kept): 13C %lld, 1H %lld\n",
+                (long long)r->nmr_extra[MM_NMR_13C], (long long)r->nmr_extra[MM_NMR_1H]);
+        fprintf(f, "    other spectrum items (15N, 17O, 19F, 31P, 2D), not read: %lld\n", (long long)r->nmr_other);
+    } else if (c->features.nmr && p->fmt == MM_TABLE_SDF) {
+        fprintf(f, "  NMR spectra        none in the input (no Spectrum 13C / 1H or C13 chemical shift items)\n");
+    }
     fprintf(f, "  time               %.2f s, %.1f molecules/s (%.1f per rank)\n", r->seconds,
             r->seconds > 0 ? (double)r->written / r->seconds : 0.0,
             r->seconds > 0 ? (double)r->written / r->seconds / r->ranks : 0.0);
@@ -648,6 +738,13 @@ static mm_status gather_summary(prep_run *p, mm_prep_result *res)
     res->conf_uff = sum[C_CONF_UFF];
     res->conf_input = sum[C_CONF_INPUT];
     res->conf_failed = sum[C_CONF_FAILED];
+    for (int k = 0; k < MM_NMR_KINDS; k++) {
+        res->nmr_read[k] = sum[C_NMR_READ + k];
+        res->nmr_peaks[k] = sum[C_NMR_PEAKS + k];
+        res->nmr_extra[k] = sum[C_NMR_EXTRA + k];
+    }
+    for (int r = 0; r < MM_PREP_NMR_N_SKIPS; r++) res->nmr_skipped[r] = sum[C_NMR_SKIP0 + r];
+    res->nmr_other = sum[C_NMR_OTHER];
     memcpy(res->stage_seconds, stages, sizeof stages);
     MM_MPI_CALL(MPI_Allreduce(&p->held_max, &res->held_max, 1, MPI_INT64_T, MPI_MAX, p->d.comm));
     if (res->rows != res->written + res->rejected || res->rows != p->total)
@@ -681,6 +778,7 @@ static void run_free(prep_run *p)
     mm_table_close(&p->table);
     mm_chem_destroy(&p->chem);
     mm_mol_feat_free(&p->feat);
+    mm_prep_spectra_free(&p->spectra);
     if (p->ms_init) mm_molset_free(&p->ms);
     mm_dataset_spool_free(&p->spool);
     if (p->png_img) mm_free_sized(p->png_img, p->png_bytes);
@@ -734,6 +832,8 @@ mm_status mm_prep_run(const mm_prep_config *cfg, MPI_Comm comm, FILE *summary, m
     int64_t total = p.total;
     MM_CALL_GOTO(st, mpi_status(MPI_Bcast(&total, 1, MPI_INT64_T, 0, p.d.comm), "MPI_Bcast (row count)"), done);
     MM_CALL_GOTO(st, mpi_status(MPI_Bcast(p.sha, sizeof p.sha, MPI_CHAR, 0, p.d.comm), "MPI_Bcast (checksum)"), done);
+    MM_CALL_GOTO(st, mpi_status(MPI_Bcast(&p.nmr_mods, 1, MPI_UNSIGNED, 0, p.d.comm), "MPI_Bcast (spectra)"), done);
+    res->nmr_modalities = p.nmr_mods;
     p.total = total;
     mm_dist_block(p.total, p.d.size, p.d.rank, &p.start, &p.count);
     if (p.d.rank == 0 && cfg->report.progress)
