@@ -8,6 +8,7 @@
 #ifndef MMSA_FUZZ_COMMON_H
 #define MMSA_FUZZ_COMMON_H
 
+#include <errno.h>
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,7 +50,14 @@ static inline void fuzz_init(void)
     }
     const char *root = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(fuzz_dir, sizeof fuzz_dir, "%s/mmsa-fuzz-%ld", root, (long)getpid());
-    if (mkdir(fuzz_dir, 0700) != 0) {
+    if (mkdir(fuzz_dir, 0700) != 0 && errno == EEXIST) {
+        /* left by a dead process with our pid (a forked run's child that crashed skips
+         * fuzz_finalize; hundreds pile up over long runs): no live process owns it */
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", fuzz_dir);
+        if (system(cmd) != 0) fprintf(stderr, "fuzz: could not remove the stale %s\n", fuzz_dir);
+    }
+    if (access(fuzz_dir, F_OK) != 0 && mkdir(fuzz_dir, 0700) != 0) {
         perror(fuzz_dir);
         abort();
     }
