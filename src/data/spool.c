@@ -4,7 +4,7 @@
  *
  * The spool is one file per rank, unlinked as soon as it is created, so it never
  * outlives the process. Each appended chunk is its columns back to back, in the order
- * of the K_* enum (ds_internal.h), uncompressed; an index in memory (72 bytes per chunk)
+ * of the K_* enum (ds_internal.h), uncompressed; an index in memory (88 bytes per chunk)
  * keeps each chunk's counts and where it starts. */
 #include <errno.h>
 #include <fcntl.h>
