@@ -124,17 +124,18 @@ static void test_ranks_follow_single_rank(void **state)
             acml_job(&job, "a_self", teacher);
             run_acml(&SELF, &job, 4, ls, &ps, &ns);
             good = nw == ns;
+            /* the first loss to rounding; then AdamW turns the sign of gradients that are
+             * pure rounding (a bias before BatchNorm) into full steps, and the losses drift */
             for (int s = 0; s < 4; s++)
-                good = good && isfinite(lw[s]) && lw[s] > 0 && fabs(lw[s] - ls[s]) <= 1e-5 * fabs(ls[s]);
-            /* one step's summed gradients agree; later parameters drift where a gradient is
-             * pure rounding (a bias before BatchNorm: AdamW turns its sign into a full step) */
+                good = good && isfinite(lw[s]) && lw[s] > 0 && fabs(lw[s] - ls[s]) <= (s ? 1e-4 : 1e-6) * fabs(ls[s]);
+            /* one step's summed gradients agree */
             double gmax = 0, gdiff = 0;
             for (size_t i = 0; good && i < nw; i++) {
                 gmax = fmax(gmax, fabs((double)first_grad[i]));
                 gdiff = fmax(gdiff, fabs((double)gw[i] - first_grad[i]));
             }
             if (!(gmax > 0 && gdiff <= 1e-5 * gmax)) good = 0;
-            if (!good) fprintf(stderr, "%s: losses or first-step gradients differ (%g of %g)\n", teacher, gdiff, gmax);
+            if (!good) fprintf(stderr, "%s: losses or first-step gradients differ (%g of %g; losses %.9g %.9g, %.9g %.9g)\n", teacher, gdiff, gmax, lw[0], ls[0], lw[3], ls[3]);
             free(ps);
         }
         MPI_Bcast(&good, 1, MPI_INT, 0, WORLD.comm);
@@ -161,13 +162,18 @@ static void test_cached_and_on_the_fly_teachers_agree(void **state)
     job.acml.cache_teachers = false;
     run_acml(&WORLD, &job, 3, lf, &pf, &nf);
     assert_int_equal(nc, nf);
-    for (int s = 0; s < 3; s++) assert_true(fabs(lc[s] - lf[s]) <= 1e-6 * fabs(lc[s]));
+    /* the teacher encodes the molecules in other groupings (the cache: each rank's block;
+     * on the fly: each step's share), which changes the rounding of its GEMMs; the
+     * standardisation (centring) makes those last bits count a little more */
+    assert_true(fabs(lc[0] - lf[0]) <= 1e-5 * fabs(lc[0]));
+    for (int s = 1; s < 3; s++) assert_true(fabs(lc[s] - lf[s]) <= 1e-3 * fabs(lc[s]));
     double gmax = 0, gdiff = 0;
     for (size_t i = 0; i < nc; i++) {
         gmax = fmax(gmax, fabs((double)gc[i]));
         gdiff = fmax(gdiff, fabs((double)gc[i] - first_grad[i]));
     }
-    assert_true(gmax > 0 && gdiff <= 1e-6 * gmax);
+    if (!(gmax > 0 && gdiff <= 1e-4 * gmax)) fprintf(stderr, "gradients: %g of %g\n", gdiff, gmax);
+    assert_true(gmax > 0 && gdiff <= 1e-4 * gmax);
     free(gc);
     /* the cache was written once, and a second run reads it instead of encoding again */
     char path[700];
@@ -235,6 +241,24 @@ static void test_teacher_is_frozen(void **state)
         assert_true(!strncmp(nm, "enc.graph.", 10) || !strncmp(nm, "acml.image.", 11));
     }
     assert_int_equal(tr.n_teachers, 1);
+    /* acml.teacher_norm standardize: over the training molecules every output dimension
+     * has mean 0, and standard deviation 1 unless it sat below the floor */
+    int64_t D = tr.teacher[0].dim, n = tr.n_train;
+    float *rows = malloc((size_t)(n * D) * sizeof(float));
+    uint8_t *ok = malloc((size_t)n);
+    assert_int_equal(mm_acml_teacher_rows(&tr, 0, tr.train_idx, n, &tr.ms, &tr.tape, rows, ok), MM_OK);
+    int unit = 0;
+    for (int64_t j = 0; j < D; j++) {
+        double m = 0, q = 0;
+        for (int64_t i = 0; i < n; i++) m += rows[i * D + j] / (double)n;
+        for (int64_t i = 0; i < n; i++) q += (rows[i * D + j] - m) * (rows[i * D + j] - m) / (double)n;
+        assert_true(fabs(m) < 1e-4);
+        assert_true(sqrt(q) < 1 + 1e-3);
+        unit += fabs(sqrt(q) - 1) < 1e-3;
+    }
+    assert_true(unit > D / 2);
+    free(rows);
+    free(ok);
     size_t nt = tr.teacher[0].mmsa.params.total;
     float *before = malloc(nt * sizeof(float));
     memcpy(before, tr.teacher[0].mmsa.params.data, nt * sizeof(float));

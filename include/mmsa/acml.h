@@ -113,6 +113,7 @@ typedef struct mm_acml_trainer {
     mm_acml_teacher teacher[MM_N_TEACHERS];
     float *t_out[MM_N_TEACHERS];  /* cached outputs [N, dim] (NULL: on the fly) */
     uint8_t *t_ok[MM_N_TEACHERS]; /* [N] modality present */
+    float *t_mean[MM_N_TEACHERS], *t_inv_sd[MM_N_TEACHERS]; /* acml.teacher_norm standardize: [dim] */
     mm_model student;             /* graph encoder + both heads of every teacher */
     mm_acml_head head_t[MM_N_TEACHERS], head_g[MM_N_TEACHERS];
     mm_optimizer opt;
@@ -137,6 +138,11 @@ typedef struct mm_acml_trainer {
  * (and computes or reuses their cache in run_dir/teachers/), builds the student and the
  * heads, resumes from the latest checkpoint when job.checkpoint.resume. */
 mm_status mm_acml_trainer_init(mm_acml_trainer *tr, const mm_job *job, mm_dist *d);
+/* The teacher k's (standardised) outputs of dataset rows idx[0..n) into out [n, dim] and
+ * their flags: from the cache, or encoded now from ms (which holds those molecules with
+ * the teacher's modality), using the arena of t. */
+mm_status mm_acml_teacher_rows(mm_acml_trainer *tr, int k, const int64_t *idx, int64_t n, const mm_molset *ms,
+                               mm_tape *t, float *out, uint8_t *ok);
 /* The student (the job's graph encoder) and the heads of tr's teachers in one registry,
  * initialised from train.seed as at step 0 (fills tr->head_t, tr->head_g). */
 mm_status mm_acml_build_student(mm_acml_trainer *tr, mm_model *m);

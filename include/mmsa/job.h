@@ -105,6 +105,7 @@ typedef struct mm_acml_config {
     float head_dropout;
     float tau;
     bool cache_teachers;
+    int teacher_norm;          /* 0 none, 1 standardize (per dimension, over the training molecules) */
     float holdout_fraction;    /* scaffold split: this share of the molecules is held out */
 } mm_acml_config;
 

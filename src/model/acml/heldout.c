@@ -40,14 +40,7 @@ static mm_status embed_rows(mm_acml_trainer *tr, mm_model *m, const int64_t *idx
                 st = MM_ERR(MM_ERR_NOMEM, "held-out teacher rows");
                 break;
             }
-            if (tr->t_out[k]) {
-                for (int64_t i = 0; i < cn; i++) {
-                    memcpy(tout + i * D, tr->t_out[k] + idx[c0 + i] * D, (size_t)D * sizeof(float));
-                    tok[i] = tr->t_ok[k][idx[c0 + i]];
-                }
-            } else {
-                st = mm_acml_teacher_encode(&tr->teacher[k], t, &tr->ms, tout, tok);
-            }
+            st = mm_acml_teacher_rows(tr, k, idx + c0, cn, &tr->ms, t, tout, tok);
             mm_batch *b = NULL;
             mm_tensor *x, *g, *U, *G;
             int64_t count = cn;

@@ -200,6 +200,8 @@ static mm_status teacher_outputs(mm_acml_trainer *tr, int k)
     return MM_OK;
 }
 
+static mm_status teacher_stats(mm_acml_trainer *tr, int k);
+
 /* ---------------------------------------------------------------- set-up */
 
 static mm_status declare_heads(mm_params *p, void *ctx)
@@ -367,6 +369,7 @@ mm_status mm_acml_trainer_init(mm_acml_trainer *tr, const mm_job *job, mm_dist *
     MM_CALL(mm_dist_agree(d, load_teachers(tr)));
     for (int k = 0; k < tr->n_teachers; k++) MM_CALL(teacher_outputs(tr, k));
     MM_CALL(split_molecules(tr));
+    for (int k = 0; k < tr->n_teachers && job->acml.teacher_norm == 1; k++) MM_CALL(teacher_stats(tr, k));
     tr->steps_per_epoch = tr->n_train / T->batch_size;
     if (tr->steps_per_epoch == 0)
         return mm_dist_agree(d, MM_ERR(MM_ERR_CONFIG,
@@ -416,6 +419,8 @@ void mm_acml_trainer_destroy(mm_acml_trainer *tr)
         int64_t N = tr->n_molecules;
         if (tr->t_out[k]) mm_free_sized(tr->t_out[k], (size_t)(N * tr->teacher[k].dim) * sizeof(float));
         if (tr->t_ok[k]) mm_free_sized(tr->t_ok[k], (size_t)N);
+        if (tr->t_mean[k]) mm_free_sized(tr->t_mean[k], (size_t)tr->teacher[k].dim * sizeof(float));
+        if (tr->t_inv_sd[k]) mm_free_sized(tr->t_inv_sd[k], (size_t)tr->teacher[k].dim * sizeof(float));
         mm_acml_teacher_free(&tr->teacher[k]);
     }
     mm_molset_free(&tr->ms);
@@ -438,10 +443,8 @@ static void batch_indices(mm_acml_trainer *tr, int64_t step, int64_t *idx)
     tr->perm_epoch = b.perm_epoch;
 }
 
-/* The teacher's rows of the local molecules idx[0..n) (dataset rows), from the cache or
- * encoded now from ms; teacher outputs [n, D] in out and flags in ok. */
-static mm_status teacher_rows(mm_acml_trainer *tr, int k, const int64_t *idx, int64_t n, mm_tape *scratch, float *out,
-                              uint8_t *ok)
+mm_status mm_acml_teacher_rows(mm_acml_trainer *tr, int k, const int64_t *idx, int64_t n, const mm_molset *ms,
+                               mm_tape *t, float *out, uint8_t *ok)
 {
     int64_t D = tr->teacher[k].dim;
     if (tr->t_out[k]) {
@@ -449,9 +452,62 @@ static mm_status teacher_rows(mm_acml_trainer *tr, int k, const int64_t *idx, in
             memcpy(out + i * D, tr->t_out[k] + idx[i] * D, (size_t)D * sizeof(float));
             ok[i] = tr->t_ok[k][idx[i]];
         }
-        return MM_OK;
+    } else {
+        MM_CALL(mm_acml_teacher_encode(&tr->teacher[k], t, ms, out, ok));
     }
-    return mm_acml_teacher_encode(&tr->teacher[k], scratch, &tr->ms, out, ok);
+    if (tr->t_mean[k])
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; ok[i] && j < D; j++)
+                out[i * D + j] = (out[i * D + j] - tr->t_mean[k][j]) * tr->t_inv_sd[k][j];
+    return MM_OK;
+}
+
+/* acml.teacher_norm standardize: the mean and standard deviation of every output
+ * dimension over the training molecules that have the teacher's modality (a
+ * deviation below 1e-3 of the largest one counts as that floor). */
+static mm_status teacher_stats(mm_acml_trainer *tr, int k)
+{
+    int64_t N = tr->n_molecules, D = tr->teacher[k].dim;
+    const float *all = tr->t_out[k];
+    float *tmp = NULL;
+    uint8_t *tok = NULL;
+    if (!all) {
+        /* on the fly: one pass over the dataset for the statistics alone */
+        tmp = mm_malloc((size_t)(N * D) * sizeof(float));
+        tok = mm_malloc((size_t)(N ? N : 1));
+        if (!tmp || !tok) return MM_ERR(MM_ERR_NOMEM, "teacher statistics");
+        MM_CALL(teacher_pass(tr, k, true, tmp, tok));
+        all = tmp;
+    }
+    tr->t_mean[k] = mm_calloc((size_t)D, sizeof(float));
+    tr->t_inv_sd[k] = mm_calloc((size_t)D, sizeof(float));
+    double *sum = mm_calloc((size_t)D, sizeof(double)), *sq = mm_calloc((size_t)D, sizeof(double));
+    mm_status st = tr->t_mean[k] && tr->t_inv_sd[k] && sum && sq ? MM_OK : MM_ERR(MM_ERR_NOMEM, "teacher statistics");
+    int64_t m = 0;
+    for (int64_t i = 0; st == MM_OK && i < tr->n_train; i++) {
+        int64_t r = tr->train_idx[i];
+        if (!tr->t_ok[k][r]) continue;
+        m++;
+        for (int64_t j = 0; j < D; j++) {
+            double v = all[r * D + j];
+            sum[j] += v;
+            sq[j] += v * v;
+        }
+    }
+    double mean_sd = 0;
+    for (int64_t j = 0; st == MM_OK && j < D; j++) {
+        double mu = m ? sum[j] / (double)m : 0, var = m ? sq[j] / (double)m - mu * mu : 0;
+        tr->t_mean[k][j] = (float)mu;
+        sq[j] = sqrt(fmax(var, 0));
+        mean_sd += sq[j] / (double)D;
+    }
+    for (int64_t j = 0; st == MM_OK && j < D; j++)
+        tr->t_inv_sd[k][j] = mean_sd > 0 ? (float)(1.0 / fmax(sq[j], 0.1 * mean_sd)) : 1.0f;
+    if (sum) mm_free_sized(sum, (size_t)D * sizeof(double));
+    if (sq) mm_free_sized(sq, (size_t)D * sizeof(double));
+    if (tmp) mm_free_sized(tmp, (size_t)(N * D) * sizeof(float));
+    if (tok) mm_free_sized(tok, (size_t)(N ? N : 1));
+    return st;
 }
 
 /* One teacher's part of the loss for the molecules of the batch b (local rows, dataset
@@ -512,7 +568,7 @@ mm_status mm_acml_trainer_step(mm_acml_trainer *tr, mm_acml_report *rep)
         tbytes[k] = (size_t)((count ? count : 1) * tr->teacher[k].dim) * sizeof(float);
         tout[k] = mm_malloc(tbytes[k]);
         tok[k] = mm_malloc((size_t)(count ? count : 1));
-        st = tout[k] && tok[k] ? teacher_rows(tr, k, idx, count, t, tout[k], tok[k]) : MM_ERR(MM_ERR_NOMEM, "teacher rows");
+        st = tout[k] && tok[k] ? mm_acml_teacher_rows(tr, k, idx, count, &tr->ms, t, tout[k], tok[k]) : MM_ERR(MM_ERR_NOMEM, "teacher rows");
     }
     memset(rep, 0, sizeof *rep);
     if (st == MM_OK) st = mm_tape_reset(t);
