@@ -23,7 +23,9 @@ static void usage(FILE *f)
                "\n"
                "Writes, for the molecules of DATA.h5 that have the checkpoint's kind of spectrum:\n"
                "/mol int64 [n] dataset index, /emb and /emb_untrained float32 [n, E], /elements int32\n"
-               "[n, 9] counts of C N O F P S Cl Br I, /peak_offset int64 [n+1], /shift float32 [S].\n"
+               "[n, 9] counts of C N O F P S Cl Br I, /peak_offset int64 [n+1], /shift float32 [S],\n"
+               "/graph_hash int64 [n] (a Weisfeiler-Lehman hash of the heavy-atom graph without\n"
+               "stereo: the same constitution twice, whatever the SMILES says about stereo).\n"
                "benchmarks/spectrum_probe.py reads it.\n");
 }
 
@@ -36,6 +38,48 @@ static int write_ds(hid_t f, const char *name, hid_t type, int rank, const hsize
     H5Sclose(sp);
     if (bad) fprintf(stderr, "bench_spectrum_embed: cannot write %s\n", name);
     return bad;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    return h * 0xbf58476d1ce4e5b9ull;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Weisfeiler-Lehman hash of molecule i of ms: atoms labelled by element, 4 rounds over the
+ * bonds (with their type), then the sorted labels. Stereo is ignored (the atom and bond
+ * stereo features are not used), so NMR8K's 2D record and Exp5K's 3D record of one
+ * molecule agree. */
+static int64_t graph_hash(const mm_molset *ms, int64_t i)
+{
+    int64_t a0 = ms->atom_offset[i], na = ms->atom_offset[i + 1] - a0;
+    int64_t b0 = ms->bond_offset[i], nb = ms->bond_offset[i + 1] - b0;
+    uint64_t *lab = malloc((size_t)na * sizeof *lab), *next = malloc((size_t)na * sizeof *next);
+    for (int64_t a = 0; a < na; a++) lab[a] = ms->atom_feat[9 * (a0 + a)] + 1u;
+    for (int round = 0; round < 4; round++) {
+        /* order-independent over the neighbours: a sum of mixed (neighbour, bond type) */
+        for (int64_t a = 0; a < na; a++) next[a] = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t u = ms->bond_index[2 * (b0 + b)], v = ms->bond_index[2 * (b0 + b) + 1];
+            uint64_t t = ms->bond_feat[3 * (b0 + b)];
+            next[u] += mix(lab[v], t);
+            next[v] += mix(lab[u], t);
+        }
+        for (int64_t a = 0; a < na; a++) lab[a] = mix(lab[a], next[a]);
+    }
+    qsort(lab, (size_t)na, sizeof *lab, cmp_u64);
+    uint64_t h = (uint64_t)na;
+    for (int64_t a = 0; a < na; a++) h = mix(h, lab[a]);
+    free(lab);
+    free(next);
+    return (int64_t)(h >> 1);
 }
 
 /* Grows *buf (of *cap items of `size` bytes) to hold `need`. */
@@ -102,10 +146,11 @@ int main(int argc, char **argv)
     /* at most N molecules; the peaks grow */
     int64_t n = 0, S = 0, cap_s = 0;
     int64_t *mol = malloc((size_t)(N + 1) * sizeof(int64_t)), *poff = malloc((size_t)(N + 1) * sizeof(int64_t));
+    int64_t *hash = malloc((size_t)(N + 1) * sizeof(int64_t));
     float *emb = malloc((size_t)(N * E + 1) * sizeof(float)), *emb0 = malloc((size_t)(N * E + 1) * sizeof(float));
     float *shift = NULL;
     int32_t *el = malloc((size_t)(N * N_ELEMENTS + 1) * sizeof(int32_t));
-    if (!mol || !poff || !emb || !emb0 || !el) {
+    if (!mol || !poff || !hash || !emb || !emb0 || !el) {
         fprintf(stderr, "bench_spectrum_embed: out of memory\n");
         return 1;
     }
@@ -122,6 +167,7 @@ int main(int argc, char **argv)
         for (int64_t i = 0; i < ms.n && st == MM_OK; i++) {
             if (!sp->ok[i]) continue;
             mol[n] = a + i;
+            hash[n] = graph_hash(&ms, i);
             memcpy(emb + n * E, za + i * E, (size_t)E * sizeof(float));
             memcpy(emb0 + n * E, zb + i * E, (size_t)E * sizeof(float));
             for (int k = 0; k < N_ELEMENTS; k++) el[n * N_ELEMENTS + k] = 0;
@@ -148,6 +194,7 @@ int main(int argc, char **argv)
             hsize_t d1[1] = {(hsize_t)n}, d2[2] = {(hsize_t)n, (hsize_t)E}, de[2] = {(hsize_t)n, N_ELEMENTS};
             hsize_t dp[1] = {(hsize_t)n + 1}, dsft[1] = {(hsize_t)S};
             bad |= write_ds(f, "mol", H5T_NATIVE_INT64, 1, d1, mol);
+            bad |= write_ds(f, "graph_hash", H5T_NATIVE_INT64, 1, d1, hash);
             bad |= write_ds(f, "emb", H5T_NATIVE_FLOAT, 2, d2, emb);
             bad |= write_ds(f, "emb_untrained", H5T_NATIVE_FLOAT, 2, d2, emb0);
             bad |= write_ds(f, "elements", H5T_NATIVE_INT32, 2, de, el);
@@ -159,6 +206,7 @@ int main(int argc, char **argv)
         }
     }
     free(mol);
+    free(hash);
     free(emb);
     free(emb0);
     free(el);
