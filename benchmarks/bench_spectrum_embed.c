@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mmsa/checkpoint.h"
 #include "mmsa/spectrum.h"
 
 /* atomic numbers counted per molecule (OGB index = Z - 1) */
@@ -126,13 +125,12 @@ int main(int argc, char **argv)
     memset(&t, 0, sizeof t);
     mm_molset ms;
     memset(&ms, 0, sizeof ms);
-    char *text = NULL;
-    mm_job job;
     mm_status st = mm_spectrum_model_load(ckpt, MPI_COMM_SELF, &m);
     /* the same architecture, untrained, in eval mode (running statistics 0 and 1) */
-    if (st == MM_OK) st = mm_ckpt_load_job(ckpt, MPI_COMM_SELF, &text);
-    if (st == MM_OK) st = mm_cfg_load_string(&mm_job_schema, ckpt, text, &job);
-    if (st == MM_OK) st = mm_spectrum_net_init(&raw, &job.spectrum, job.model.bn_eps, job.model.bn_momentum, false, 12345);
+    if (st == MM_OK) {
+        const mm_spectrum_net *net = mm_spectrum_model_net(m);
+        st = mm_spectrum_net_init(&raw, &net->cfg, net->bn_eps, net->bn_momentum, false, 12345);
+    }
     if (st == MM_OK) st = mm_tape_init(&t, 8u << 20);
     if (st == MM_OK) st = mm_dataset_open(dataset, MPI_COMM_NULL, &ds);
     if (st != MM_OK) {
@@ -212,7 +210,6 @@ int main(int argc, char **argv)
     free(el);
     free(poff);
     free(shift);
-    free(text);
     mm_molset_free(&ms);
     mm_dataset_close(&ds);
     mm_tape_destroy(&t);

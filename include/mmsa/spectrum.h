@@ -169,12 +169,16 @@ typedef struct mm_spectrum_model mm_spectrum_model;
 /* Loads the encoder half from a spectrum-autoencoder checkpoint (the job text stored in
  * the checkpoint gives the sizes and the grid). An error names the missing parameter when
  * the checkpoint lacks one, and says so when the checkpoint is not a spectrum
- * autoencoder. Collective over comm (the file is opened on it). */
+ * autoencoder. Collective over comm (the file is opened on it). Only the stored job's
+ * spectrum section and model.objective, bn_eps and bn_momentum are read: keys of other
+ * sections, added or renamed by later builds, do not matter. */
 mm_status mm_spectrum_model_load(const char *ckpt_path, MPI_Comm comm, mm_spectrum_model **out);
 void mm_spectrum_model_free(mm_spectrum_model **m);
 int mm_spectrum_model_kind(const mm_spectrum_model *m);    /* MM_NMR_13C or MM_NMR_1H */
 int64_t mm_spectrum_model_dim(const mm_spectrum_model *m); /* embedding width */
 const mm_spectrum_grid *mm_spectrum_model_grid(const mm_spectrum_model *m);
+/* The encoder itself (read-only): its configuration, grid and BatchNorm constants. */
+const mm_spectrum_net *mm_spectrum_model_net(const mm_spectrum_model *m);
 /* Frozen eval-mode encoding (running BatchNorm statistics, no dropout, no gradient) of
  * the molecules of ms: out [ms->n, dim] row-major; rows of molecules without the spectrum
  * (ok = 0) are zeros. Not collective; each molecule's row depends on it alone. */

@@ -1,5 +1,6 @@
 /* spectrum_model.c: the frozen spectrum encoder loaded from an autoencoder checkpoint,
  * the API of the ACML teacher (spectrum.h). */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,19 +12,66 @@ struct mm_spectrum_model {
     mm_tape tape;
 };
 
+/* The keys the encoder is built from: the spectrum section, and of the model section the
+ * objective and the BatchNorm constants. The rest of the stored job (the other sections,
+ * written whole by the run) is left out, so that a key added to or renamed in another
+ * section by a later build does not make the checkpoint unloadable. */
+static bool keep_key(const char *section, const char *line)
+{
+    if (!strcmp(section, "spectrum")) return true;
+    if (strcmp(section, "model") != 0) return false;
+    while (*line == ' ') line++;
+    static const char *const keys[] = {"objective:", "bn_eps:", "bn_momentum:"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        if (!strncmp(line, keys[k], strlen(keys[k]))) return true;
+    return false;
+}
+
+/* text's lines kept by keep_key, with their section headers, into a new string */
+static char *encoder_sections(const char *text)
+{
+    size_t n = strlen(text);
+    char *out = malloc(n + 1), section[64] = "";
+    if (!out) return NULL;
+    size_t w = 0;
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) + 1 : strlen(line);
+        bool header = line[0] != ' ' && line[0] != '#' && line[0] != '\n';
+        if (header) {
+            size_t k = 0;
+            while (k + 1 < sizeof section && line[k] && line[k] != ':' && line[k] != '\n') {
+                section[k] = line[k];
+                k++;
+            }
+            section[k] = '\0';
+        }
+        if (header ? !strcmp(section, "model") || !strcmp(section, "spectrum") : keep_key(section, line)) {
+            memcpy(out + w, line, len);
+            w += len;
+        }
+        line += len;
+    }
+    out[w] = '\0';
+    return out;
+}
+
 /* The job stored in the checkpoint, which must be a spectrum autoencoder's. */
 static mm_status stored_job(const char *path, MPI_Comm comm, mm_job *job)
 {
     char *text = NULL;
     MM_CALL(mm_ckpt_load_job(path, comm, &text));
     mm_status st = MM_OK;
+    char *kept = NULL;
     if (!text[0]) {
         st = MM_ERR(MM_ERR_FORMAT, "%s holds no job text, so it is not a spectrum-autoencoder checkpoint", path);
         mm_error_hint("pass a checkpoint written by mmsa_pretrain with model.objective: spectrum_autoencoder");
+    } else if (!(kept = encoder_sections(text))) {
+        st = MM_ERR(MM_ERR_NOMEM, "the job stored in %s", path);
     } else {
         char name[1100];
-        snprintf(name, sizeof name, "the job stored in %s", path);
-        st = mm_cfg_load_string(&mm_job_schema, name, text, job);
+        snprintf(name, sizeof name, "the model and spectrum sections of the job stored in %s", path);
+        st = mm_cfg_load_string(&mm_job_schema, name, kept, job);
         if (st == MM_OK && job->model.objective != MM_OBJ_SPECTRUM_AE) {
             st = MM_ERR(MM_ERR_FORMAT, "%s is not a spectrum-autoencoder checkpoint (its job has model.objective %s)",
                         path, job->model.objective == MM_OBJ_MMSA ? "mmsa" : "other than spectrum_autoencoder");
@@ -31,6 +79,7 @@ static mm_status stored_job(const char *path, MPI_Comm comm, mm_job *job)
                           "(configs/spectrum_ae_nmr13c.yaml)");
         }
     }
+    free(kept);
     free(text);
     return st;
 }
@@ -79,6 +128,7 @@ void mm_spectrum_model_free(mm_spectrum_model **m)
 int mm_spectrum_model_kind(const mm_spectrum_model *m) { return m->net.cfg.kind; }
 int64_t mm_spectrum_model_dim(const mm_spectrum_model *m) { return m->net.cfg.embed_dim; }
 const mm_spectrum_grid *mm_spectrum_model_grid(const mm_spectrum_model *m) { return &m->net.grid; }
+const mm_spectrum_net *mm_spectrum_model_net(const mm_spectrum_model *m) { return &m->net; }
 
 mm_status mm_spectrum_encode(mm_spectrum_model *m, const mm_molset *ms, float *out)
 {
