@@ -37,6 +37,10 @@ mm_status mm_run_resume(const char *ckpt_dir, mm_dist *d, uint64_t seed, mm_ckpt
 /* Collective: rank 0 writes run_dir/job.yaml and opens run_dir/log.jsonl (*log; NULL on
  * the other ranks). */
 mm_status mm_run_open_log(const char *run_dir, const char *job_text, mm_dist *d, FILE **log);
+/* Collective, at a log line: *now, the molecules/s since the previous line (*t_last and
+ * *step_last move to now and step) and the largest peak RSS over the ranks, MiB. */
+mm_status mm_run_log_stats(mm_dist *d, int64_t step, int64_t batch, double *t_last, int64_t *step_last, double *now,
+                           double *mol_per_s, double *peak_rss_mib);
 /* "h:mm:ss" */
 void mm_run_fmt_hms(double seconds, char *buf, size_t n);
 

@@ -231,12 +231,9 @@ mm_status mm_trainer_checkpoint(mm_trainer *tr)
 /* Collective (the largest peak RSS over the ranks); rank 0 writes the line. */
 static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
 {
-    double t = mm_run_now();
-    double mps = (double)(tr->step - tr->step_last_log) * tr->job.train.batch_size / fmax(t - tr->t_last_log, 1e-9);
-    tr->t_last_log = t;
-    tr->step_last_log = tr->step;
-    double rss = mm_peak_rss_mib();
-    if (tr->d->size > 1) MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_DOUBLE, MPI_MAX, tr->d->comm));
+    double t, mps, rss;
+    MM_CALL(mm_run_log_stats(tr->d, tr->step, tr->job.train.batch_size, &tr->t_last_log, &tr->step_last_log, &t, &mps,
+                             &rss));
     if (tr->d->rank != 0) return MM_OK;
     fprintf(tr->log,
             "{\"step\": %lld, \"epoch\": %lld, \"lr\": %.6g, \"loss\": %.6f, \"l_align\": %.6f, "

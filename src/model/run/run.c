@@ -2,10 +2,12 @@
 #include "mmsa/run.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "mmsa/alloc.h"
 #include "mmsa/fs.h"
 #include "mmsa/rng.h"
 
@@ -117,4 +119,16 @@ void mm_run_batch(mm_run_batches *b, int64_t step, int64_t *idx)
     }
     for (int64_t i = 0; i < B; i++) idx[i] = b->items ? b->items[b->perm[k * B + i]] : b->perm[k * B + i];
     qsort(idx, (size_t)B, sizeof(int64_t), cmp_i64);
+}
+
+mm_status mm_run_log_stats(mm_dist *d, int64_t step, int64_t batch, double *t_last, int64_t *step_last, double *now,
+                           double *mol_per_s, double *peak_rss_mib)
+{
+    *now = mm_run_now();
+    *mol_per_s = (double)(step - *step_last) * (double)batch / fmax(*now - *t_last, 1e-9);
+    *t_last = *now;
+    *step_last = step;
+    *peak_rss_mib = mm_peak_rss_mib();
+    if (d->size > 1) MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, peak_rss_mib, 1, MPI_DOUBLE, MPI_MAX, d->comm));
+    return MM_OK;
 }
