@@ -49,7 +49,7 @@ static void acml_job(mm_job *job, const char *run, const char *teacher)
     snprintf(yaml, sizeof yaml,
              "model:\n  objective: acml\n  embed_dim: 12\n  gin_layers: 3\n  gin_hidden: 12\n  gin_dropout: 0.1\n"
              "  gin_pool: sum\n  gin_readout: mlp\n"
-             "acml:\n  teacher: %s\n  head_widths: [16, 10]\n  head_dropout: 0.1\n  tau: 0.7\n  holdout_fraction: 0\n"
+             "acml:\n  teacher: %s\n  teacher_norm: standardize\n  head_widths: [16, 10]\n  head_dropout: 0.1\n  tau: 0.7\n  holdout_fraction: 0\n"
              "train:\n  batch_size: 6\n  epochs: 3\n  warmup_steps: 0\n  lr: 1e-3\n  lr_min: 1e-3\n  log_every: 1\n"
              "  progress: false\ncheckpoint:\n  every: 0\n  keep: 2\n",
              teacher);

@@ -110,9 +110,9 @@ static const mm_cfg_field fields[] = {
     F(acml, mm_acml_config, tau, MM_CFG_FLOAT, "1.0", 1e-4, 100, "temperature of the soft-target CLIP loss"),
     F(acml, mm_acml_config, cache_teachers, MM_CFG_BOOL, "true", 1, 0,
       "compute the frozen teachers' outputs once per dataset into run_dir/teachers/ (false: every step)"),
-    FE(acml, mm_acml_config, teacher_norm, "standardize", "none|standardize",
-      "the frozen teacher's outputs enter its head as they are, or standardised per dimension with the mean and "
-      "standard deviation over the training molecules"),
+    FE(acml, mm_acml_config, teacher_norm, "none", "none|standardize",
+      "the frozen teacher's outputs enter its head as they are (DESIGN 3b), or standardised per dimension with the "
+      "mean and standard deviation over the training molecules (needed by the spectrum teachers: configs/acml_nmr13c.yaml)"),
     F(acml, mm_acml_config, holdout_fraction, MM_CFG_FLOAT, "0.1", 0, 0.9,
       "share of the molecules held out by a scaffold split (run_dir/split.json) for mmsa_eval"),
 };
