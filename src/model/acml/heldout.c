@@ -1,28 +1,27 @@
 /* heldout.c: the head outputs of the molecules an ACML run held out, trained and
- * untrained, in the embeddings file mmsa_eval reads (acml.h, eval.h). */
-#include <hdf5.h>
+ * untrained, written with eval.h's embeddings-file writer for mmsa_eval (acml.h). */
 #include <string.h>
 
+#include "../../data/ds_internal.h"
 #include "mmsa/acml.h"
+#include "mmsa/eval.h"
 
 #define HELD_CHUNK 256
 
-typedef struct held_out {
-    int64_t n, P;                    /* held-out molecules, head width */
-    float *u[MM_N_TEACHERS], *g[MM_N_TEACHERS]; /* [n, P] */
-    uint8_t *ok[MM_N_TEACHERS];      /* [n] */
-} held_out;
+/* The rows the model writes into: trained (graph, teacher) or untrained (graph0, teacher0). */
+static float *graph_rows(mm_eval_pairing *p, bool untrained) { return untrained ? p->graph0 : p->graph; }
+static float *teacher_rows(mm_eval_pairing *p, bool untrained) { return untrained ? p->teacher0 : p->teacher; }
 
-/* Eval-mode head outputs of molecules idx[0..n) (this rank's) by the model m, into
- * u, g (rows first..), and the teacher flags. ds reads are collective: every rank
- * runs `chunks` reads. */
+/* Eval-mode head outputs of molecules idx[0..n) (this rank's) by the model m into e's
+ * rows first.., and the teacher flags. ds reads are collective: every rank runs `chunks`
+ * reads. */
 static mm_status embed_rows(mm_acml_trainer *tr, mm_model *m, const int64_t *idx, int64_t n, int64_t chunks,
-                            held_out *h, int64_t first)
+                            mm_eval_emb *e, int64_t first, bool untrained)
 {
     mm_dist self;
     MM_CALL(mm_dist_init(&self, MPI_COMM_SELF));
     mm_tape *t = &tr->tape;
-    int64_t P = h->P;
+    bool grad = t->grad_enabled, training = t->training;
     unsigned mods = 0;
     for (int k = 0; k < tr->n_teachers; k++)
         if (!tr->t_out[k]) mods |= tr->teacher[k].modality;
@@ -33,14 +32,14 @@ static mm_status embed_rows(mm_acml_trainer *tr, mm_model *m, const int64_t *idx
         st = mm_dataset_read_indices(tr->ds, idx + (cn ? c0 : 0), cn, mods, &tr->ms);
         if (st != MM_OK || cn == 0) continue;
         for (int k = 0; k < tr->n_teachers && st == MM_OK; k++) {
-            int64_t D = tr->teacher[k].dim;
+            mm_eval_pairing *p = &e->t[tr->teacher[k].kind];
+            int64_t D = tr->teacher[k].dim, P = p->dim;
             float *tout = mm_malloc((size_t)(cn * D) * sizeof(float));
-            uint8_t *tok = h->ok[k] + first + c0;
             if (!tout) {
                 st = MM_ERR(MM_ERR_NOMEM, "held-out teacher rows");
                 break;
             }
-            st = mm_acml_teacher_rows(tr, k, idx + c0, cn, &tr->ms, t, tout, tok);
+            st = mm_acml_teacher_rows(tr, k, idx + c0, cn, &tr->ms, t, tout, p->ok + first + c0);
             mm_batch *b = NULL;
             mm_tensor *x, *g, *U, *G;
             int64_t count = cn;
@@ -56,47 +55,50 @@ static mm_status embed_rows(mm_acml_trainer *tr, mm_model *m, const int64_t *idx
             }
             if (st == MM_OK) st = mm_acml_head_forward(t, &m->params, &tr->head_g[k], g, 0.0f, 0, 0, 0, &G, NULL, NULL);
             if (st == MM_OK) {
-                memcpy(h->u[k] + (first + c0) * P, U->data, (size_t)(cn * P) * sizeof(float));
-                memcpy(h->g[k] + (first + c0) * P, G->data, (size_t)(cn * P) * sizeof(float));
+                memcpy(teacher_rows(p, untrained) + (first + c0) * P, U->data, (size_t)(cn * P) * sizeof(float));
+                memcpy(graph_rows(p, untrained) + (first + c0) * P, G->data, (size_t)(cn * P) * sizeof(float));
             }
             mm_free_sized(tout, (size_t)(cn * D) * sizeof(float));
         }
     }
-    t->grad_enabled = true;
-    t->training = true;
+    t->grad_enabled = grad;
+    t->training = training;
     mm_dist_destroy(&self);
     return st;
 }
 
 /* Every rank embeds its block of the held-out molecules; everyone gets all rows. */
-static mm_status embed_held(mm_acml_trainer *tr, mm_model *m, held_out *h)
+static mm_status embed_held(mm_acml_trainer *tr, mm_model *m, mm_eval_emb *e, bool untrained)
 {
     mm_dist *d = tr->d;
-    int64_t n = tr->n_held, my0, mine, P = h->P;
+    int64_t n = tr->n_held, my0, mine;
     mm_dist_block(n, d->size, d->rank, &my0, &mine);
     int64_t most = n / d->size + (n % d->size ? 1 : 0);
     int64_t chunks = (most + HELD_CHUNK - 1) / HELD_CHUNK;
-    mm_status st = mm_dist_agree(d, embed_rows(tr, m, tr->held_idx + my0, mine, chunks, h, my0));
+    mm_status st = mm_dist_agree(d, embed_rows(tr, m, tr->held_idx + my0, mine, chunks, e, my0, untrained));
     int64_t *counts = mm_malloc((size_t)d->size * sizeof(int64_t));
     if (!counts) st = MM_ERR(MM_ERR_NOMEM, "counts");
     for (int r = 0; st == MM_OK && r < d->size; r++) {
         int64_t s0;
         mm_dist_block(n, d->size, r, &s0, &counts[r]);
     }
-    /* in place: each rank's block moves to a copy, then the full arrays are gathered */
+    /* each rank's block moves to a copy, then the full arrays are gathered into place */
     for (int k = 0; k < tr->n_teachers && st == MM_OK; k++) {
+        mm_eval_pairing *p = &e->t[tr->teacher[k].kind];
+        int64_t P = p->dim;
+        float *rows[2] = {graph_rows(p, untrained), teacher_rows(p, untrained)};
         size_t fb = (size_t)((mine ? mine : 1) * P) * sizeof(float);
         float *cu = mm_malloc(fb), *cg = mm_malloc(fb);
         uint8_t *ck = mm_malloc((size_t)(mine ? mine : 1));
         if (!cu || !cg || !ck) st = MM_ERR(MM_ERR_NOMEM, "held-out rows");
         if (st == MM_OK) {
-            memcpy(cu, h->u[k] + my0 * P, (size_t)(mine * P) * sizeof(float));
-            memcpy(cg, h->g[k] + my0 * P, (size_t)(mine * P) * sizeof(float));
-            memcpy(ck, h->ok[k] + my0, (size_t)mine);
-            st = mm_dist_allgather_bytes(d, cu, (size_t)P * sizeof(float), counts, h->u[k]);
+            memcpy(cg, rows[0] + my0 * P, (size_t)(mine * P) * sizeof(float));
+            memcpy(cu, rows[1] + my0 * P, (size_t)(mine * P) * sizeof(float));
+            memcpy(ck, p->ok + my0, (size_t)mine);
+            st = mm_dist_allgather_bytes(d, cg, (size_t)P * sizeof(float), counts, rows[0]);
         }
-        if (st == MM_OK) st = mm_dist_allgather_bytes(d, cg, (size_t)P * sizeof(float), counts, h->g[k]);
-        if (st == MM_OK) st = mm_dist_allgather_bytes(d, ck, 1, counts, h->ok[k]);
+        if (st == MM_OK) st = mm_dist_allgather_bytes(d, cu, (size_t)P * sizeof(float), counts, rows[1]);
+        if (st == MM_OK) st = mm_dist_allgather_bytes(d, ck, 1, counts, p->ok);
         if (cu) mm_free_sized(cu, fb);
         if (cg) mm_free_sized(cg, fb);
         if (ck) mm_free_sized(ck, (size_t)(mine ? mine : 1));
@@ -105,114 +107,21 @@ static mm_status embed_held(mm_acml_trainer *tr, mm_model *m, held_out *h)
     return st;
 }
 
-static mm_status held_alloc(held_out *h, int n_teachers, int64_t n, int64_t P)
+/* teacher -> graph top-1 of pairing p (trained or untrained) among its molecules with ok */
+static double top1_of(const mm_eval_emb *e, const mm_eval_pairing *p, bool untrained)
 {
-    memset(h, 0, sizeof *h);
-    h->n = n;
-    h->P = P;
-    for (int k = 0; k < n_teachers; k++) {
-        h->u[k] = mm_calloc((size_t)((n ? n : 1) * P), sizeof(float));
-        h->g[k] = mm_calloc((size_t)((n ? n : 1) * P), sizeof(float));
-        h->ok[k] = mm_calloc((size_t)(n ? n : 1), 1);
-        if (!h->u[k] || !h->g[k] || !h->ok[k]) return MM_ERR(MM_ERR_NOMEM, "held-out embeddings");
-    }
-    return MM_OK;
-}
-
-static void held_free(held_out *h)
-{
-    for (int k = 0; k < MM_N_TEACHERS; k++) {
-        if (h->u[k]) mm_free_sized(h->u[k], (size_t)((h->n ? h->n : 1) * h->P) * sizeof(float));
-        if (h->g[k]) mm_free_sized(h->g[k], (size_t)((h->n ? h->n : 1) * h->P) * sizeof(float));
-        if (h->ok[k]) mm_free_sized(h->ok[k], (size_t)(h->n ? h->n : 1));
-    }
-    memset(h, 0, sizeof *h);
-}
-
-static bool write_dset(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank, const hsize_t *dims,
-                       const void *data)
-{
-    hid_t s = H5Screate_simple(rank, dims, NULL);
-    hid_t x = s >= 0 ? H5Dcreate2(loc, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    bool ok = x >= 0 && H5Dwrite(x, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
-    if (x >= 0) H5Dclose(x);
-    if (s >= 0) H5Sclose(s);
-    return ok;
-}
-
-static bool write_str_attr(hid_t loc, const char *name, const char *v)
-{
-    hid_t ty = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
-    H5Tset_size(ty, strlen(v) + 1);
-    hid_t a = H5Acreate2(loc, name, ty, s, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = a >= 0 && H5Awrite(a, ty, v) >= 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(s);
-    H5Tclose(ty);
-    return ok;
-}
-
-static bool write_int_attr(hid_t loc, const char *name, int64_t v)
-{
-    hid_t s = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(s);
-    return ok;
-}
-
-static bool write_group(mm_acml_trainer *tr, hid_t root, const held_out *h)
-{
-    bool ok = true;
-    hsize_t d2[2] = {(hsize_t)h->n, (hsize_t)h->P}, d1[1] = {(hsize_t)h->n};
-    for (int k = 0; k < tr->n_teachers && ok; k++) {
-        hid_t g = H5Gcreate2(root, mm_teacher_names[tr->teacher[k].kind], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        ok = g >= 0 && write_dset(g, "graph", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, d2, h->g[k]) &&
-             write_dset(g, "teacher", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, d2, h->u[k]) &&
-             write_dset(g, "ok", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, d1, h->ok[k]);
-        if (g >= 0) H5Gclose(g);
-    }
-    return ok;
-}
-
-static mm_status write_file(mm_acml_trainer *tr, const char *path, const held_out *h, const held_out *h0)
-{
-    char tmp[1300], ckpt[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    snprintf(ckpt, sizeof ckpt, "%s/step_%012lld.h5", tr->ckpt_dir, (long long)tr->step);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return MM_ERR(MM_ERR_IO, "cannot create %s", tmp);
-    hsize_t d1[1] = {(hsize_t)h->n};
-    bool ok = write_str_attr(f, "format", "mmsa-acml-embeddings") && write_int_attr(f, "version", 1) &&
-              write_str_attr(f, "dataset", tr->job.train.dataset) && write_str_attr(f, "checkpoint", ckpt) &&
-              write_int_attr(f, "step", tr->step) &&
-              write_dset(f, "index", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, d1, tr->held_idx) && write_group(tr, f, h);
-    hid_t u = ok ? H5Gcreate2(f, "untrained", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    ok = ok && u >= 0 && write_group(tr, u, h0);
-    if (u >= 0) H5Gclose(u);
-    ok = H5Fclose(f) >= 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return MM_ERR(MM_ERR_IO, "cannot write the held-out embeddings %s", path);
-    }
-    return MM_OK;
-}
-
-/* teacher -> graph top-1 of the first teacher among the held-out molecules that have it */
-static double top1_of(const held_out *h)
-{
-    int64_t m = 0, P = h->P;
-    for (int64_t i = 0; i < h->n; i++) m += h->ok[0][i];
+    int64_t m = 0, P = p->dim;
+    for (int64_t i = 0; i < e->n; i++) m += p->ok[i];
     if (m < 2) return 0;
+    const float *u = untrained ? p->teacher0 : p->teacher, *g = untrained ? p->graph0 : p->graph;
     float *a = mm_malloc((size_t)(m * P) * sizeof(float)), *b = mm_malloc((size_t)(m * P) * sizeof(float));
     int64_t *rk = mm_malloc((size_t)m * sizeof(int64_t));
     double hit = 0;
     if (a && b && rk) {
-        for (int64_t i = 0, j = 0; i < h->n; i++) {
-            if (!h->ok[0][i]) continue;
-            memcpy(a + j * P, h->u[0] + i * P, (size_t)P * sizeof(float));
-            memcpy(b + j * P, h->g[0] + i * P, (size_t)P * sizeof(float));
+        for (int64_t i = 0, j = 0; i < e->n; i++) {
+            if (!p->ok[i]) continue;
+            memcpy(a + j * P, u + i * P, (size_t)P * sizeof(float));
+            memcpy(b + j * P, g + i * P, (size_t)P * sizeof(float));
             j++;
         }
         mm_retrieval_ranks(a, b, m, P, rk);
@@ -233,33 +142,45 @@ mm_status mm_acml_write_heldout(mm_acml_trainer *tr, const char *path, double to
         return mm_dist_agree(d, st);
     }
     const mm_acml_config *A = &tr->job.acml;
-    int64_t P = A->head_widths[A->n_head_widths - 1];
-    held_out h, h0;
+    bool has[MM_EVAL_N_TEACHERS] = {false};
+    int64_t dim[MM_EVAL_N_TEACHERS] = {0};
+    for (int k = 0; k < tr->n_teachers; k++) {
+        has[tr->teacher[k].kind] = true;
+        dim[tr->teacher[k].kind] = A->head_widths[A->n_head_widths - 1];
+    }
+    char ckpt[1200];
+    snprintf(ckpt, sizeof ckpt, "%s/step_%012lld.h5", tr->ckpt_dir, (long long)tr->step);
+    mm_eval_emb e;
+    memset(&e, 0, sizeof e);
     mm_model untrained;
     memset(&untrained, 0, sizeof untrained);
-    mm_status st = held_alloc(&h, tr->n_teachers, tr->n_held, P);
-    if (st == MM_OK) st = held_alloc(&h0, tr->n_teachers, tr->n_held, P);
+    mm_status st = mm_eval_emb_alloc(&e, tr->n_held, has, dim);
+    if (st == MM_OK) {
+        e.step = tr->step;
+        memcpy(e.index, tr->held_idx, (size_t)tr->n_held * sizeof(int64_t));
+        e.dataset = mm_ds_strdup(tr->job.train.dataset);
+        e.checkpoint = mm_ds_strdup(ckpt);
+        if (!e.dataset || !e.checkpoint) st = MM_ERR(MM_ERR_NOMEM, "held-out embeddings");
+    }
     st = mm_dist_agree(d, st);
-    if (st == MM_OK) st = embed_held(tr, &tr->student, &h);
+    if (st == MM_OK) st = embed_held(tr, &tr->student, &e, false);
     /* the untrained model: the same construction from the same seed (step 0) */
     if (st == MM_OK) {
-        mm_model_config c = tr->job.model;
-        c.use_conformer = c.use_image = c.use_fingerprint = false;
         mm_acml_head ht[MM_N_TEACHERS], hg[MM_N_TEACHERS];
         memcpy(ht, tr->head_t, sizeof ht);
         memcpy(hg, tr->head_g, sizeof hg);
         st = mm_dist_agree(d, mm_acml_build_student(tr, &untrained));
-        if (st == MM_OK) st = embed_held(tr, &untrained, &h0);
+        if (st == MM_OK) st = embed_held(tr, &untrained, &e, true);
         memcpy(tr->head_t, ht, sizeof ht);
         memcpy(tr->head_g, hg, sizeof hg);
     }
-    if (st == MM_OK) st = mm_dist_agree(d, d->rank == 0 ? write_file(tr, path, &h, &h0) : MM_OK);
+    if (st == MM_OK) st = mm_dist_agree(d, d->rank == 0 ? mm_eval_emb_write(path, &e) : MM_OK);
     if (st == MM_OK && top1) {
-        top1[0] = top1_of(&h);
-        top1[1] = top1_of(&h0);
+        const mm_eval_pairing *p = &e.t[tr->teacher[0].kind];
+        top1[0] = top1_of(&e, p, false);
+        top1[1] = top1_of(&e, p, true);
     }
     mm_model_destroy(&untrained);
-    held_free(&h);
-    held_free(&h0);
+    mm_eval_emb_free(&e);
     return st;
 }

@@ -99,7 +99,7 @@ static mm_status cache_write(mm_acml_trainer *tr, int k, const float *out, const
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return MM_ERR(MM_ERR_IO, "cannot create the teacher cache %s", tmp);
     bool good = true;
-    hsize_t d2[2] = {(hsize_t)N, (hsize_t)D}, d1[1] = {(hsize_t)N}, one[1] = {1};
+    hsize_t d2[2] = {(hsize_t)N, (hsize_t)D}, d1[1] = {(hsize_t)N};
     hid_t s2 = H5Screate_simple(2, d2, NULL), s1 = H5Screate_simple(1, d1, NULL), sa = H5Screate(H5S_SCALAR);
     hid_t x = H5Dcreate2(f, "out", H5T_IEEE_F32LE, s2, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     good = good && x >= 0 && H5Dwrite(x, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0;
@@ -113,7 +113,6 @@ static mm_status cache_write(mm_acml_trainer *tr, int k, const float *out, const
     good = good && a >= 0 && H5Awrite(a, ty, key) >= 0;
     if (a >= 0) H5Aclose(a);
     H5Tclose(ty);
-    (void)one;
     H5Sclose(s2);
     H5Sclose(s1);
     H5Sclose(sa);
