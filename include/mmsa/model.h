@@ -28,6 +28,7 @@
 
 #include "mmsa/dataset.h"
 #include "mmsa/dist.h"
+#include "mmsa/graph_ops.h"
 #include "mmsa/hypergraph.h"
 #include "mmsa/job.h"
 #include "mmsa/memory_bank.h"
@@ -107,6 +108,7 @@ typedef struct mm_batch {
     int64_t n_edges;
     int64_t *edge_src, *edge_dst;   /* [n_edges] atom rows (local to the rank) */
     int32_t *edge_feat;             /* [n_edges, 3] bond type (5 = self loop), stereo, conjugated */
+    mm_graph gin_graph;             /* the same edges indexed for mm_gin_aggregate */
     /* SchNet: ordered atom pairs within the cutoff, molecules with a conformer only */
     int64_t n_pairs;
     int64_t *pair_p, *pair_q;       /* [n_pairs] */

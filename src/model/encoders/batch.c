@@ -33,6 +33,8 @@ static mm_status build_edges(mm_tape *t, const mm_molset *ms, mm_batch *b)
         b->edge_feat[3 * e + 1] = 0;
         b->edge_feat[3 * e + 2] = 0;
     }
+    MM_CALL(mm_graph_build(t, na, b->n_edges, b->edge_src, b->edge_dst, 3, b->edge_feat, mm_gin_bond_vocab,
+                           &b->gin_graph));
     return MM_OK;
 }
 

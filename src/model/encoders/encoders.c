@@ -2,6 +2,7 @@
  * rank's molecules to z [n, embed_dim]. */
 #include <string.h>
 
+#include "mmsa/graph_ops.h"
 #include "mmsa/index_ops.h"
 #include "mmsa/model.h"
 #include "mmsa/nn.h"
@@ -39,12 +40,10 @@ mm_status mm_encode_graph(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t s
     MM_CALL(mm_model_param(m, t, m->gin.atom_emb, &table));
     MM_CALL(mm_embedding_multi_u8(t, table, b->ms->atom_feat, b->n_atoms, 9, atom_off, &h)); /* [A, H] */
     for (int l = 0; l < c->gin_layers; l++) {
-        mm_tensor *bt, *e, *hs, *msg, *agg, *y1, *a1, *y2, *gamma, *beta, *yn;
+        mm_tensor *bt, *agg, *y1, *a1, *y2, *gamma, *beta, *yn;
         MM_CALL(mm_model_param(m, t, m->gin.bond_emb[l], &bt));
-        MM_CALL(mm_embedding_multi(t, bt, b->edge_feat, b->n_edges, 3, bond_off, &e));  /* [E, H] */
-        MM_CALL(mm_gather_rows(t, h, b->edge_src, b->n_edges, &hs));                      /* [E, H] */
-        MM_CALL(mm_add(t, hs, e, &msg));
-        MM_CALL(mm_scatter_add_rows(t, msg, b->edge_dst, b->n_edges, b->n_atoms, &agg));  /* [A, H] */
+        /* agg[a] = sum over edges e into a of h[src(e)] + bond_emb(e), no [E, H] tensor */
+        MM_CALL(mm_gin_aggregate(t, h, bt, bond_off, &b->gin_graph, &agg));              /* [A, H] */
         MM_CALL(mm_model_linear(m, t, agg, m->gin.mlp0[l], &y1));                         /* [A, 2H] */
         MM_CALL(mm_relu(t, y1, &a1));
         MM_CALL(mm_model_linear(m, t, a1, m->gin.mlp2[l], &y2));                          /* [A, H] */
