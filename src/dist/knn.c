@@ -323,18 +323,22 @@ static uint64_t call_hash(mm_knn_backend b, const int64_t *counts, int size, int
     return h;
 }
 
-/* Like knn_agree, and also that every rank passed the same arguments. */
+/* Like knn_agree, and also that every rank passed the same arguments: one allreduce of
+ * {first failing rank, hash, -hash} (MAX) when every rank succeeded; a failing rank's
+ * message is then shared by mm_dist_agree (a second collective only on that path). */
 static mm_status agree_args(mm_dist *d, mm_status local, uint64_t hash)
 {
+    if (d->size == 1) return mm_dist_agree(d, local);
+    int64_t v[3] = {local != MM_OK ? (int64_t)(d->size - d->rank) : 0, (int64_t)(hash >> 1), -(int64_t)(hash >> 1)};
+    mm_dist_account(d, MM_COMM_OTHER, sizeof v);
+    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_INT64_T, MPI_MAX, d->comm));
     /* a rejected call (a non-finite embedding on one rank) fails on every rank with that
      * rank's message, so the program can report it once */
-    mm_dist_account(d, MM_COMM_OTHER, sizeof(int));
-    MM_CALL(mm_dist_agree(d, local));
-    if (d->size == 1) return MM_OK;
-    int64_t v[2] = {(int64_t)(hash >> 1), -(int64_t)(hash >> 1)};
-    mm_dist_account(d, MM_COMM_OTHER, sizeof v);
-    MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MAX, d->comm));
-    if (v[0] != -v[1])
+    if (v[0] != 0) {
+        mm_dist_account(d, MM_COMM_OTHER, sizeof(int));
+        MM_CALL(mm_dist_agree(d, local));
+    }
+    if (v[1] != -v[2])
         return MM_ERR(MM_ERR_ARG, "kNN: the ranks disagree on backend, counts, dim, k or options (a collective "
                                   "call needs the same values everywhere)");
     return MM_OK;
@@ -502,7 +506,6 @@ mm_status mm_knn_ex(mm_knn_backend backend, mm_dist *d, const float *local, int6
     c.row_type = MPI_DATATYPE_NULL;
     int64_t n_total = 0;
     mm_status st = check_args(backend, d, local, n_local, counts, dim, k, opts, knn_local, &n_total);
-    MM_CALL(agree_args(d, st, call_hash(backend, counts, d->size, dim, k, opts)));
 
     c.d = d;
     c.n_local = n_local;
@@ -518,10 +521,11 @@ mm_status mm_knn_ex(mm_knn_backend backend, mm_dist *d, const float *local, int6
     float *xn = NULL;
     size_t row0_bytes = (size_t)(d->size + 1) * sizeof(int64_t), xn_bytes = (size_t)(n_local * dim) * sizeof(float);
     int idim = 0;
-    st = mm_dist_count((size_t)dim, "kNN embedding width", &idim);
+    /* the arguments and this scratch are agreed on in one collective */
+    if (st == MM_OK) st = mm_dist_count((size_t)dim, "kNN embedding width", &idim);
     if (st == MM_OK) st = knn_alloc(&c.mem, row0_bytes, (void **)&row0);
     if (st == MM_OK) st = knn_alloc(&c.mem, xn_bytes, (void **)&xn);
-    MM_CALL_GOTO(st, knn_agree(d, st, "scratch"), done);
+    MM_CALL_GOTO(st, agree_args(d, st, call_hash(backend, counts, d->size, dim, k, opts)), done);
     row0[0] = 0;
     for (int r = 0; r < d->size; r++) row0[r + 1] = row0[r] + counts[r];
     c.row0 = row0;
