@@ -17,6 +17,7 @@
 #include "mmsa/optim.h"
 #include "mmsa/params.h"
 #include "mmsa/rng.h"
+#include "mmsa/run.h"
 #include "testutil.h"
 
 /* ---- errors ---------------------------------------------------------------- */
@@ -463,6 +464,22 @@ static void test_mkdir_p(void **state)
     }
 }
 
+/* The progress ETA paces on the steps this process ran: a run resumed at step 900 that
+ * took 100 s for 100 steps has 1000 s left to step 2000 (not 100 s, the pace of all 1000). */
+static void test_eta_counts_this_session_only(void **state)
+{
+    (void)state;
+    char buf[32];
+    mm_run_fmt_eta(100.0, 900, 1000, 2000, buf, sizeof buf);
+    assert_string_equal(buf, "0:16:40");
+    mm_run_fmt_eta(100.0, 0, 1000, 2000, buf, sizeof buf);
+    assert_string_equal(buf, "0:01:40");
+    mm_run_fmt_eta(5.0, 42, 42, 100, buf, sizeof buf); /* no step yet: no division by zero */
+    assert_string_equal(buf, "0:04:50");
+    mm_run_fmt_eta(5.0, 0, 120, 100, buf, sizeof buf); /* past the end */
+    assert_string_equal(buf, "0:00:00");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +496,7 @@ int main(void)
         cmocka_unit_test(test_clip_grad_norm),
         cmocka_unit_test(test_training_loop_learns_without_memory_growth),
         cmocka_unit_test(test_mkdir_p),
+        cmocka_unit_test(test_eta_counts_this_session_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -125,12 +125,15 @@ typedef struct mm_acml_trainer {
     int64_t *held_idx, n_held;    /* held out by the scaffold split */
     int64_t steps_per_epoch, total_steps, step;
     int64_t *perm, perm_epoch, *counts, *batch_idx;
+    float *row_out[MM_N_TEACHERS]; /* this rank's teacher rows of a step [row_cap, dim] */
+    uint8_t *row_ok[MM_N_TEACHERS];/* [row_cap] */
+    int64_t row_cap;               /* the largest share of a batch: ceil(batch / ranks) */
     mm_schedule sched;
     FILE *log;
     char ckpt_dir[1024];
     char *job_text;
     double t_start, t_last_log;
-    int64_t step_last_log;
+    int64_t step_last_log, step0; /* step0: the step this process started at (after a resume) */
     bool quiet;
 } mm_acml_trainer;
 

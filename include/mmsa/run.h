@@ -43,6 +43,9 @@ mm_status mm_run_log_stats(mm_dist *d, int64_t step, int64_t batch, double *t_la
                            double *mol_per_s, double *peak_rss_mib);
 /* "h:mm:ss" */
 void mm_run_fmt_hms(double seconds, char *buf, size_t n);
+/* The progress line's ETA as "h:mm:ss": the time left at the pace of the steps this
+ * process ran (step0 = the step it started at, after a resume), elapsed seconds since. */
+void mm_run_fmt_eta(double elapsed, int64_t step0, int64_t step, int64_t total_steps, char *buf, size_t n);
 
 /* The batch schedule of the header comment. perm [n_train] and *perm_epoch (-1 at
  * first) are the caller's cache of the current epoch's permutation; idx [B] receives the

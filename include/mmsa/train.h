@@ -58,7 +58,7 @@ typedef struct mm_trainer {
     char ckpt_dir[1024];
     char *job_text;             /* resolved job, YAML */
     double t_start, t_last_log;
-    int64_t step_last_log;
+    int64_t step_last_log, step0; /* step0: the step this process started at (after a resume) */
     bool quiet;                 /* no progress line */
 } mm_trainer;
 

@@ -387,9 +387,18 @@ mm_status mm_acml_trainer_init(mm_acml_trainer *tr, const mm_job *job, mm_dist *
     tr->counts = mm_malloc((size_t)d->size * sizeof(int64_t));
     tr->batch_idx = mm_malloc((size_t)T->batch_size * sizeof(int64_t));
     if (!tr->perm || !tr->counts || !tr->batch_idx) return MM_ERR(MM_ERR_NOMEM, "trainer index arrays");
+    tr->row_cap = 1;
     for (int r = 0; r < d->size; r++) {
         int64_t s0;
         mm_dist_block(T->batch_size, d->size, r, &s0, &tr->counts[r]);
+        if (tr->counts[r] > tr->row_cap) tr->row_cap = tr->counts[r];
+    }
+    for (int k = 0; k < tr->n_teachers; k++) {
+        tr->row_out[k] = mm_malloc((size_t)(tr->row_cap * tr->teacher[k].dim) * sizeof(float));
+        tr->row_ok[k] = mm_malloc((size_t)tr->row_cap);
+        if (!tr->row_out[k] || !tr->row_ok[k])
+            return MM_ERR(MM_ERR_NOMEM, "teacher rows of a step (%lld x %lld)", (long long)tr->row_cap,
+                          (long long)tr->teacher[k].dim);
     }
     if (job->checkpoint.resume) {
         mm_ckpt_state s = ckpt_state(tr);
@@ -402,7 +411,7 @@ mm_status mm_acml_trainer_init(mm_acml_trainer *tr, const mm_job *job, mm_dist *
     }
     MM_CALL(mm_run_open_log(T->run_dir, tr->job_text, d, &tr->log));
     tr->t_start = tr->t_last_log = mm_run_now();
-    tr->step_last_log = tr->step;
+    tr->step_last_log = tr->step0 = tr->step;
     return MM_OK;
 }
 
@@ -420,6 +429,8 @@ void mm_acml_trainer_destroy(mm_acml_trainer *tr)
         if (tr->t_ok[k]) mm_free_sized(tr->t_ok[k], (size_t)N);
         if (tr->t_mean[k]) mm_free_sized(tr->t_mean[k], (size_t)tr->teacher[k].dim * sizeof(float));
         if (tr->t_inv_sd[k]) mm_free_sized(tr->t_inv_sd[k], (size_t)tr->teacher[k].dim * sizeof(float));
+        if (tr->row_out[k]) mm_free_sized(tr->row_out[k], (size_t)(tr->row_cap * tr->teacher[k].dim) * sizeof(float));
+        if (tr->row_ok[k]) mm_free_sized(tr->row_ok[k], (size_t)tr->row_cap);
         mm_acml_teacher_free(&tr->teacher[k]);
     }
     mm_molset_free(&tr->ms);
@@ -559,16 +570,9 @@ mm_status mm_acml_trainer_step(mm_acml_trainer *tr, mm_acml_report *rep)
     mm_tape *t = &tr->tape;
     MM_CALL(mm_dataset_read_indices(tr->ds, idx, count, mods, &tr->ms));
     /* the teachers' rows first (on the fly they use the arena), kept outside it */
-    float *tout[MM_N_TEACHERS] = {0};
-    uint8_t *tok[MM_N_TEACHERS] = {0};
-    size_t tbytes[MM_N_TEACHERS] = {0};
     mm_status st = MM_OK;
-    for (int k = 0; k < tr->n_teachers && st == MM_OK; k++) {
-        tbytes[k] = (size_t)((count ? count : 1) * tr->teacher[k].dim) * sizeof(float);
-        tout[k] = mm_malloc(tbytes[k]);
-        tok[k] = mm_malloc((size_t)(count ? count : 1));
-        st = tout[k] && tok[k] ? mm_acml_teacher_rows(tr, k, idx, count, &tr->ms, t, tout[k], tok[k]) : MM_ERR(MM_ERR_NOMEM, "teacher rows");
-    }
+    for (int k = 0; k < tr->n_teachers && st == MM_OK; k++)
+        st = mm_acml_teacher_rows(tr, k, idx, count, &tr->ms, t, tr->row_out[k], tr->row_ok[k]);
     memset(rep, 0, sizeof *rep);
     if (st == MM_OK) st = mm_tape_reset(t);
     t->grad_enabled = true;
@@ -581,22 +585,25 @@ mm_status mm_acml_trainer_step(mm_acml_trainer *tr, mm_acml_report *rep)
     if (st == MM_OK) mm_params_zero_grad(&tr->student.params);
     if (st == MM_OK) st = mm_encode_graph(&tr->student, t, b, (uint64_t)tr->step, &g);
     mm_tape_scope(t, MM_SCOPE_LOSS);
+    /* every teacher's loss (this rank's share), summed over the ranks in one allreduce
+     * whose last entry counts the ranks that failed (their message follows, agreed) */
+    double lv[MM_N_TEACHERS + 1] = {0};
     for (int k = 0; k < tr->n_teachers && st == MM_OK; k++) {
         mm_tensor *lk = NULL;
-        st = teacher_loss(tr, t, k, g, tout[k], tok[k], count, (uint64_t)tr->step, true, &lk, &rep->pairs[k]);
+        st = teacher_loss(tr, t, k, g, tr->row_out[k], tr->row_ok[k], count, (uint64_t)tr->step, true, &lk,
+                          &rep->pairs[k]);
         if (st != MM_OK || !lk) continue;
-        double v = lk->data[0];
-        MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, d->comm));
-        rep->loss_t[k] = v;
-        rep->loss += v;
+        lv[k] = lk->data[0];
         if (!total) total = lk;
         else st = mm_add(t, total, lk, &total);
     }
+    lv[tr->n_teachers] = st != MM_OK;
+    if (d->size > 1) MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, lv, tr->n_teachers + 1, MPI_DOUBLE, MPI_SUM, d->comm));
+    if (lv[tr->n_teachers] > 0) return mm_dist_agree(d, st);
     for (int k = 0; k < tr->n_teachers; k++) {
-        if (tout[k]) mm_free_sized(tout[k], tbytes[k]);
-        if (tok[k]) mm_free_sized(tok[k], (size_t)(count ? count : 1));
+        rep->loss_t[k] = lv[k];
+        rep->loss += lv[k];
     }
-    MM_CALL(st);
     rep->step = tr->step;
     rep->epoch = tr->step / tr->steps_per_epoch;
     if (!isfinite(rep->loss)) {
@@ -648,9 +655,9 @@ static mm_status log_step(mm_acml_trainer *tr, const mm_acml_report *r)
             r->grad_norm, mps, tr->d->size, t - tr->t_start, rss);
     fflush(tr->log);
     if (!tr->quiet && tr->job.train.progress) {
-        double per_step = (t - tr->t_start) / (double)fmax(1, tr->step);
-        double eta = per_step * (double)(tr->total_steps - tr->step);
-        fprintf(stderr, "step %lld/%lld (%3.0f%%) loss %.4f lr %.2e %.0f mol/s ETA %.0f s\n", (long long)tr->step,
+        char eta[32];
+        mm_run_fmt_eta(t - tr->t_start, tr->step0, tr->step, tr->total_steps, eta, sizeof eta);
+        fprintf(stderr, "step %lld/%lld (%3.0f%%) loss %.4f lr %.2e %.0f mol/s ETA %s\n", (long long)tr->step,
                 (long long)tr->total_steps, 100.0 * (double)tr->step / (double)tr->total_steps, r->loss, (double)r->lr,
                 mps, eta);
     }

@@ -96,7 +96,7 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
     }
     MM_CALL(mm_run_open_log(T->run_dir, tr->job_text, d, &tr->log));
     tr->t_start = tr->t_last_log = mm_run_now();
-    tr->step_last_log = tr->step;
+    tr->step_last_log = tr->step0 = tr->step;
     return MM_OK;
 }
 
@@ -250,8 +250,7 @@ static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
     fflush(tr->log);
     if (!tr->quiet && tr->job.train.progress) {
         char eta[32];
-        double per_step = (t - tr->t_start) / (double)fmax(1, tr->step);
-        mm_run_fmt_hms(per_step * (double)(tr->total_steps - tr->step), eta, sizeof eta);
+        mm_run_fmt_eta(t - tr->t_start, tr->step0, tr->step, tr->total_steps, eta, sizeof eta);
         fprintf(stderr, "step %lld/%lld (%3.0f%%) loss %.4f [align %.3f rec %.3f hg %.3f mem %.3f] lr %.2e %.0f mol/s ETA %s\n",
                 (long long)tr->step, (long long)tr->total_steps, 100.0 * (double)tr->step / (double)tr->total_steps,
                 r->loss, r->l_align, r->l_rec, r->l_hg, r->l_mem, (double)r->lr, mps, eta);

@@ -102,6 +102,12 @@ void mm_run_fmt_hms(double s, char *buf, size_t n)
     snprintf(buf, n, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
 }
 
+void mm_run_fmt_eta(double elapsed, int64_t step0, int64_t step, int64_t total_steps, char *buf, size_t n)
+{
+    double per_step = elapsed / (double)(step > step0 ? step - step0 : 1);
+    mm_run_fmt_hms(per_step * (double)(total_steps > step ? total_steps - step : 0), buf, n);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;

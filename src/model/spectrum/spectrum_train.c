@@ -260,8 +260,7 @@ static mm_status log_step(mm_spectrum_trainer *tr, const mm_spectrum_report *r)
     fflush(tr->log);
     if (!tr->quiet && tr->job.train.progress) {
         char eta[32];
-        double rate = (t - tr->t_start) / (double)(tr->step > tr->step0 ? tr->step - tr->step0 : 1);
-        mm_run_fmt_hms(rate * (double)(tr->total_steps - tr->step), eta, sizeof eta);
+        mm_run_fmt_eta(t - tr->t_start, tr->step0, tr->step, tr->total_steps, eta, sizeof eta);
         fprintf(stderr, "step %lld/%lld (%3.0f%%) reconstruction %.5f lr %.2e %.0f spectra/s ETA %s\n",
                 (long long)tr->step, (long long)tr->total_steps, 100.0 * (double)tr->step / (double)tr->total_steps,
                 r->loss, (double)r->lr, mps, eta);
