@@ -2,7 +2,7 @@
 # Runs every test program and ends with one summary line: "check: N passed, M failed".
 # tests/test_mpi_*: run under mpirun with 1 and 2 ranks (MMSA_TEST_RANKS overrides);
 # tests/test_mpi4_*: with 2 and 4 ranks (oversubscribed on small machines); test_mpi_model
-# with 1, 2, 3 and 4.
+# with 1, 2, 3 and 4, test_mpi_bank with 1, 2 and 3.
 # Each program is a cmocka runner; its "[  PASSED  ] n test(s)." and
 # "[  FAILED  ] n test(s)" lines are added up (rank 0's line for MPI runs).
 BUILD=${BUILD:-build}
@@ -44,6 +44,8 @@ for t in "$BUILD"/tests/test_*; do
         test_mpi4_*) ranks=$RANKS4 ;;
         # the whole model split over uneven shares of its 9 molecules (3 and 4 ranks too)
         test_mpi_model) ranks=${MMSA_TEST_RANKS_MODEL:-"1 2 3 4"} ;;
+        # the bank over uneven blocks of its anchors: re-seeding must not depend on P
+        test_mpi_bank) ranks=${MMSA_TEST_RANKS_BANK:-"1 2 3"} ;;
         esac
         # Under AddressSanitizer, leak checking is off for MPI programs: Open MPI and its
         # dlopen'ed plugins keep allocations until exit that cannot be attributed or

@@ -95,6 +95,9 @@ static void test_golden_step(void **state)
     /* memory bank: my block of the golden anchors */
     mm_memory_bank bank;
     assert_int_equal(mm_bank_init(&bank, &D, l->n_anchors, c->embed_dim, 1234, l->tau_mem, l->mem_momentum, 1000), MM_OK);
+    /* the golden rule (README 5.12), not the job defaults: with loss.mem_init batch every
+     * anchor would be due and the update would re-seed the 126 not hit */
+    assert_int_equal(mm_bank_set_rules(&bank, MM_BANK_INIT_RANDOM, MM_BANK_RESEED_FIRST), MM_OK);
     double *anchors = read_doubles("/memory/anchors_before", NULL);
     for (int64_t k = 0; k < bank.m_local * bank.dim; k++) bank.anchors[k] = (float)anchors[bank.m0 * bank.dim + k];
     free(anchors);

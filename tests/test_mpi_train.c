@@ -39,8 +39,16 @@ static void small_job(mm_job *job, const char *run)
     snprintf(job->train.run_dir, sizeof job->train.run_dir, "%s/%s", base, run);
 }
 
-/* Train `steps` steps from scratch (or resume) and return the losses and a copy of the parameters. */
-static void train(mm_dist *d, const char *run, int64_t steps, bool resume, double *losses, float **params, size_t *n)
+/* This rank's block of the memory bank, anchors then their idle-step counters. */
+typedef struct {
+    unsigned char *bytes;
+    size_t n;
+} bank_copy;
+
+/* Train `steps` steps from scratch (or resume) and return the losses and a copy of the
+ * parameters (and of this rank's bank block). */
+static void train_bank(mm_dist *d, const char *run, int64_t steps, bool resume, double *losses, float **params, size_t *n,
+                       bank_copy *bank)
 {
     mm_job job;
     small_job(&job, run);
@@ -63,7 +71,20 @@ static void train(mm_dist *d, const char *run, int64_t steps, bool resume, doubl
         *params = malloc(*n * sizeof(float));
         memcpy(*params, tr.model.params.data, *n * sizeof(float));
     }
+    if (bank) {
+        const mm_memory_bank *b = &tr.bank;
+        size_t na = (size_t)(b->m_local * b->dim) * sizeof(float), nu = (size_t)b->m_local * sizeof(int64_t);
+        bank->n = na + nu;
+        bank->bytes = malloc(bank->n + 1);
+        memcpy(bank->bytes, b->anchors, na);
+        memcpy(bank->bytes + na, b->unused, nu);
+    }
     mm_trainer_destroy(&tr);
+}
+
+static void train(mm_dist *d, const char *run, int64_t steps, bool resume, double *losses, float **params, size_t *n)
+{
+    train_bank(d, run, steps, resume, losses, params, n, NULL);
 }
 
 static void test_restart_is_bitwise(void **state)
@@ -71,13 +92,20 @@ static void test_restart_is_bitwise(void **state)
     (void)state;
     float *a, *b;
     size_t na, nb;
-    train(&WORLD, "straight", 6, false, NULL, &a, &na);
+    bank_copy ba, bb;
+    train_bank(&WORLD, "straight", 6, false, NULL, &a, &na, &ba);
     train(&WORLD, "restart", 3, false, NULL, NULL, NULL);
-    train(&WORLD, "restart", 3, true, NULL, &b, &nb);
+    train_bank(&WORLD, "restart", 3, true, NULL, &b, &nb, &bb);
     assert_int_equal(na, nb);
     assert_memory_equal(a, b, na * sizeof(float));
+    /* the bank too, anchors and their ages: the job re-seeds after 3 idle steps, so both
+     * runs re-seed, and the resumed one must go on from the saved counters */
+    assert_int_equal(ba.n, bb.n);
+    assert_memory_equal(ba.bytes, bb.bytes, ba.n);
     free(a);
     free(b);
+    free(ba.bytes);
+    free(bb.bytes);
 }
 
 static void test_ranks_follow_single_rank_trajectory(void **state)

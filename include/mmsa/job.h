@@ -49,6 +49,8 @@ typedef struct mm_loss_config {
     float tau_align, tau_hg, tau_mem;
     float mem_momentum;
     int mem_reseed_after;
+    int mem_init;              /* mm_bank_init_rule (memory_bank.h) */
+    int mem_reseed_from;       /* mm_bank_reseed_rule */
     float w_align, w_rec, w_hg, w_mem;
 } mm_loss_config;
 

@@ -3,6 +3,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mmsa/alloc.h"
@@ -35,7 +36,8 @@ mm_status mm_bank_init(mm_memory_bank *b, mm_dist *d, int64_t m, int64_t dim, ui
     b->unused = mm_calloc((size_t)b->m_local, sizeof(int64_t));
     b->sum = mm_malloc((size_t)((b->m_local ? b->m_local : 1) * dim) * sizeof(double));
     b->count = mm_malloc((size_t)(b->m_local ? b->m_local : 1) * sizeof(int64_t));
-    if (!b->anchors || !b->unused || !b->sum || !b->count) {
+    b->window_hit = mm_calloc((size_t)(b->m_local ? b->m_local : 1), 1);
+    if (!b->anchors || !b->unused || !b->sum || !b->count || !b->window_hit) {
         mm_bank_destroy(b);
         return MM_ERR(MM_ERR_NOMEM, "memory bank: %lld x %lld anchors", (long long)b->m_local, (long long)dim);
     }
@@ -57,10 +59,30 @@ void mm_bank_destroy(mm_memory_bank *b)
     mm_free_sized(b->unused, (size_t)b->m_local * sizeof(int64_t));
     mm_free_sized(b->sum, (size_t)((b->m_local ? b->m_local : 1) * b->dim) * sizeof(double));
     mm_free_sized(b->count, (size_t)(b->m_local ? b->m_local : 1) * sizeof(int64_t));
+    mm_free_sized(b->window_hit, (size_t)(b->m_local ? b->m_local : 1));
+    mm_free_sized(b->keys, (size_t)b->cap * sizeof *b->keys);
+    mm_free_sized(b->cosv, (size_t)b->cap * sizeof(double));
     b->anchors = NULL;
     b->unused = NULL;
     b->sum = NULL;
     b->count = NULL;
+    b->window_hit = NULL;
+    b->keys = NULL;
+    b->cosv = NULL;
+    b->cap = 0;
+}
+
+mm_status mm_bank_set_rules(mm_memory_bank *b, int init_rule, int reseed_rule)
+{
+    if (init_rule != MM_BANK_INIT_RANDOM && init_rule != MM_BANK_INIT_BATCH)
+        return MM_ERR(MM_ERR_ARG, "memory bank: unknown initialisation rule %d", init_rule);
+    if (reseed_rule != MM_BANK_RESEED_FIRST && reseed_rule != MM_BANK_RESEED_FARTHEST)
+        return MM_ERR(MM_ERR_ARG, "memory bank: unknown re-seeding rule %d", reseed_rule);
+    b->reseed_rule = reseed_rule;
+    /* due at the first update: one more idle step reaches reseed_after */
+    if (init_rule == MM_BANK_INIT_BATCH)
+        for (int64_t a = 0; a < b->m_local; a++) b->unused[a] = b->reseed_after - 1;
+    return MM_OK;
 }
 
 typedef struct {
@@ -169,7 +191,7 @@ void mm_bank_assign_stats(const mm_memory_bank *b, const int64_t *assign, int64_
             int64_t j = i;
             while (j < n && sorted[j] == sorted[i]) j++;
             double p = (double)(j - i) / (double)n;
-            h -= p * log(p);
+            h -= p * log2(p);
             hit++;
             i = j;
         }
@@ -177,7 +199,58 @@ void mm_bank_assign_stats(const mm_memory_bank *b, const int64_t *assign, int64_
     }
     (void)b;
     stats->anchors_hit = hit;
-    stats->entropy = h;
+    stats->entropy_bits = h;
+}
+
+static int by_cos_then_row(const void *x, const void *y)
+{
+    const struct mm_bank_key *a = x, *b = y;
+    if (a->cos != b->cos) return a->cos < b->cos ? -1 : 1;
+    return (a->row > b->row) - (a->row < b->row);
+}
+
+/* b->keys[0 .. n).row: the rows in re-seeding order. FARTHEST needs each row's cosine
+ * to its assigned anchor (before the momentum update), which only the anchor's owner
+ * can compute: owners fill their rows, the others 0, and a sum makes it global (exact:
+ * one nonzero term per row). Sorted by (cosine, row), so the order is the same on
+ * every rank and for every number of ranks. */
+static mm_status reseed_order(mm_memory_bank *b, const float *s_hat, const int64_t *assign, int64_t n)
+{
+    if (n > b->cap) {
+        mm_free_sized(b->keys, (size_t)b->cap * sizeof *b->keys);
+        mm_free_sized(b->cosv, (size_t)b->cap * sizeof(double));
+        b->cap = 0;
+        b->keys = mm_malloc((size_t)n * sizeof *b->keys);
+        b->cosv = mm_malloc((size_t)n * sizeof(double));
+        if (!b->keys || !b->cosv) {
+            mm_free_sized(b->keys, (size_t)n * sizeof *b->keys);
+            mm_free_sized(b->cosv, (size_t)n * sizeof(double));
+            b->keys = NULL;
+            b->cosv = NULL;
+            return MM_ERR(MM_ERR_NOMEM, "memory bank: re-seeding order of %lld rows", (long long)n);
+        }
+        b->cap = n;
+    }
+    struct mm_bank_key *k = b->keys;
+    for (int64_t i = 0; i < n; i++) k[i] = (struct mm_bank_key){0, i};
+    if (b->reseed_rule != MM_BANK_RESEED_FARTHEST) return MM_OK;
+    int64_t dim = b->dim;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = assign[i] - b->m0;
+        double c = 0;
+        if (a >= 0 && a < b->m_local)
+            for (int64_t j = 0; j < dim; j++) c += (double)s_hat[i * dim + j] * b->anchors[a * dim + j];
+        b->cosv[i] = c;
+    }
+    if (b->d->size > 1) {
+        int cn;
+        MM_CALL(mm_dist_count((size_t)n, "memory bank rows", &cn));
+        mm_dist_account(b->d, MM_COMM_BANK, (double)n * sizeof(double));
+        MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, b->cosv, cn, MPI_DOUBLE, MPI_SUM, b->d->comm));
+    }
+    for (int64_t i = 0; i < n; i++) k[i].cos = b->cosv[i];
+    qsort(k, (size_t)n, sizeof *k, by_cos_then_row);
+    return MM_OK;
 }
 
 mm_status mm_bank_update(mm_memory_bank *b, const float *s_hat, const int64_t *assign, int64_t n,
@@ -186,6 +259,7 @@ mm_status mm_bank_update(mm_memory_bank *b, const float *s_hat, const int64_t *a
     int64_t dim = b->dim, ml = b->m_local;
     double *sum = b->sum;
     int64_t *count = b->count;
+    MM_CALL(reseed_order(b, s_hat, assign, n));
     memset(count, 0, (size_t)ml * sizeof(int64_t));
     /* sums only of the anchors hit (usually few of M): zeroed on first touch */
     for (int64_t i = 0; i < n; i++) {
@@ -208,12 +282,13 @@ mm_status mm_bank_update(mm_memory_bank *b, const float *s_hat, const int64_t *a
                 v[j] = b->momentum * v[j] + (1.0f - b->momentum) * (float)(sum[a * dim + j] / (double)count[a]);
             normalise(v, dim);
             b->unused[a] = 0;
+            b->window_hit[a] = 1;
         } else if (++b->unused[a] >= b->reseed_after) {
             to_reseed++;
         }
     }
-    /* Re-seed in increasing global index: my first one takes batch row = number of
-     * anchors re-seeded on lower ranks. */
+    /* Re-seed in increasing global index: my first one takes the candidate row whose
+     * position in the order is the number of anchors re-seeded on lower ranks. */
     int64_t before = 0, total = to_reseed;
     if (b->d->size > 1) {
         mm_dist_account(b->d, MM_COMM_BANK, 2 * sizeof(int64_t));
@@ -221,20 +296,39 @@ mm_status mm_bank_update(mm_memory_bank *b, const float *s_hat, const int64_t *a
         if (b->d->rank == 0) before = 0;
         MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, b->d->comm));
     }
-    int64_t row = before, reseeded = 0;
+    int64_t pos = before;
     for (int64_t a = 0; a < ml && to_reseed > 0; a++) {
         if (count[a] > 0 || b->unused[a] < b->reseed_after) continue;
-        if (row < n) {
-            memcpy(b->anchors + a * dim, s_hat + row * dim, (size_t)dim * sizeof(float));
+        if (pos < n) {
+            memcpy(b->anchors + a * dim, s_hat + b->keys[pos].row * dim, (size_t)dim * sizeof(float));
             normalise(b->anchors + a * dim, dim);
             b->unused[a] = 0;
-            reseeded++;
         }
-        row++;
+        pos++;
     }
+    int64_t reseeded = total < n ? total : n;
+    b->window_reseeded += reseeded;
+    b->window_steps++;
     if (stats) {
         mm_bank_assign_stats(b, assign, n, stats);
-        stats->reseeded = total < n ? total : n;
+        stats->reseeded = reseeded;
     }
+    return MM_OK;
+}
+
+mm_status mm_bank_window(mm_memory_bank *b, mm_bank_window_stats *w)
+{
+    int64_t hit = 0;
+    for (int64_t a = 0; a < b->m_local; a++) hit += b->window_hit[a];
+    if (b->d->size > 1) {
+        mm_dist_account(b->d, MM_COMM_BANK, sizeof(int64_t));
+        MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, &hit, 1, MPI_INT64_T, MPI_SUM, b->d->comm));
+    }
+    w->steps = b->window_steps;
+    w->anchors_hit = hit;
+    w->reseeded = b->window_reseeded;
+    memset(b->window_hit, 0, (size_t)(b->m_local ? b->m_local : 1));
+    b->window_steps = 0;
+    b->window_reseeded = 0;
     return MM_OK;
 }

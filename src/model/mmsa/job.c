@@ -49,7 +49,15 @@ static const mm_cfg_field fields[] = {
     F(loss, mm_loss_config, tau_hg, MM_CFG_FLOAT, "0.1", 1e-4, 100, "temperature of the hypergraph InfoNCE"),
     F(loss, mm_loss_config, tau_mem, MM_CFG_FLOAT, "0.1", 1e-4, 100, "temperature of the memory-bank softmax"),
     F(loss, mm_loss_config, mem_momentum, MM_CFG_FLOAT, "0.99", 0, 1, "anchor momentum toward the mean of its members"),
-    F(loss, mm_loss_config, mem_reseed_after, MM_CFG_INT, "1000", 1, 1 << 30, "re-seed an anchor unused for this many steps"),
+    F(loss, mm_loss_config, mem_reseed_after, MM_CFG_INT, "100", 1, 1 << 30,
+      "re-seed an anchor hit by no molecule for this many steps (DESIGN and the golden step: 1000, which never "
+      "fired in a 970-step ZINC250k epoch: benchmarks/README.md, memory bank in use)"),
+    FE(loss, mm_loss_config, mem_init, "batch", "random|batch",
+      "initial anchors: random unit vectors (DESIGN, golden step), or random and all due for re-seeding, so the "
+      "first steps replace them by batch embeddings"),
+    FE(loss, mm_loss_config, mem_reseed_from, "farthest", "first|farthest",
+      "rows that re-seed dead anchors: the batch's first rows (golden README 5.12), or the rows farthest (lowest "
+      "cosine) from their assigned anchor"),
     F(loss, mm_loss_config, w_align, MM_CFG_FLOAT, "1.0", 0, 1e6, "weight of L_align"),
     F(loss, mm_loss_config, w_rec, MM_CFG_FLOAT, "0.5", 0, 1e6, "weight of L_rec"),
     F(loss, mm_loss_config, w_hg, MM_CFG_FLOAT, "0.5", 0, 1e6, "weight of L_hg"),

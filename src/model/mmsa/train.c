@@ -73,6 +73,7 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
         MM_CALL(mm_optim_sgd(&tr->opt, &tr->model.params, T->momentum, false, T->weight_decay));
     MM_CALL(mm_bank_init(&tr->bank, d, job->loss.n_anchors, job->model.embed_dim, (uint64_t)T->seed, job->loss.tau_mem,
                          job->loss.mem_momentum, job->loss.mem_reseed_after));
+    MM_CALL(mm_bank_set_rules(&tr->bank, job->loss.mem_init, job->loss.mem_reseed_from));
     MM_CALL(mm_tape_init(&tr->tape, 64u << 20));
     MM_CALL(mm_grad_sync_init(&tr->gsync, d, &tr->model.params, (double)job->dist.bucket_mb * 1048576.0));
     tr->perm = mm_malloc((size_t)tr->n_train * sizeof(int64_t));
@@ -234,16 +235,20 @@ static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
     double t, mps, rss;
     MM_CALL(mm_run_log_stats(tr->d, tr->step, tr->job.train.batch_size, &tr->t_last_log, &tr->step_last_log, &t, &mps,
                              &rss));
+    mm_bank_window_stats w;
+    MM_CALL(mm_bank_window(&tr->bank, &w));
     if (tr->d->rank != 0) return MM_OK;
     fprintf(tr->log,
             "{\"step\": %lld, \"epoch\": %lld, \"lr\": %.6g, \"loss\": %.6f, \"l_align\": %.6f, "
             "\"l_align_conformer\": %.6f, \"l_align_image\": %.6f, \"l_align_fingerprint\": %.6f, \"l_rec\": %.6f, "
             "\"l_hg\": %.6f, \"l_mem\": %.6f, \"grad_norm\": %.6g, \"mol_per_s\": %.2f, \"anchors_in_use\": %lld, "
-            "\"assign_entropy\": %.4f, \"ranks\": %d, \"elapsed_s\": %.2f, \"peak_rss_mib\": %.1f, "
+            "\"assign_entropy_bits\": %.4f, \"anchors_in_use_window\": %lld, \"window_steps\": %lld, "
+            "\"anchors_reseeded\": %lld, \"ranks\": %d, \"elapsed_s\": %.2f, \"peak_rss_mib\": %.1f, "
             "\"grad_exposed_ms\": %.2f, \"comm_bytes\": {",
             (long long)r->step + 1, (long long)r->epoch, (double)r->lr, r->loss, r->l_align, r->l_align_mod[1],
             r->l_align_mod[2], r->l_align_mod[3], r->l_rec, r->l_hg, r->l_mem, r->grad_norm, mps,
-            (long long)r->bank.anchors_hit, r->bank.entropy, tr->d->size, t - tr->t_start, rss, 1e3 * r->grad_exposed_s);
+            (long long)r->bank.anchors_hit, r->bank.entropy_bits, (long long)w.anchors_hit, (long long)w.steps,
+            (long long)w.reseeded, tr->d->size, t - tr->t_start, rss, 1e3 * r->grad_exposed_s);
     for (int k = 0; k < MM_COMM_KINDS; k++)
         fprintf(tr->log, "%s\"%s\": %.0f", k ? ", " : "", mm_comm_kind_names[k], r->comm_bytes[k]);
     fprintf(tr->log, "}}\n");
@@ -251,9 +256,12 @@ static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
     if (!tr->quiet && tr->job.train.progress) {
         char eta[32];
         mm_run_fmt_eta(t - tr->t_start, tr->step0, tr->step, tr->total_steps, eta, sizeof eta);
-        fprintf(stderr, "step %lld/%lld (%3.0f%%) loss %.4f [align %.3f rec %.3f hg %.3f mem %.3f] lr %.2e %.0f mol/s ETA %s\n",
+        fprintf(stderr,
+                "step %lld/%lld (%3.0f%%) loss %.4f [align %.3f rec %.3f hg %.3f mem %.3f] anchors %lld (%lld in %lld "
+                "steps, %lld re-seeded) H %.2f bits lr %.2e %.0f mol/s ETA %s\n",
                 (long long)tr->step, (long long)tr->total_steps, 100.0 * (double)tr->step / (double)tr->total_steps,
-                r->loss, r->l_align, r->l_rec, r->l_hg, r->l_mem, (double)r->lr, mps, eta);
+                r->loss, r->l_align, r->l_rec, r->l_hg, r->l_mem, (long long)r->bank.anchors_hit, (long long)w.anchors_hit,
+                (long long)w.steps, (long long)w.reseeded, r->bank.entropy_bits, (double)r->lr, mps, eta);
     }
     return MM_OK;
 }
