@@ -329,6 +329,7 @@ static void test_job_validation(void **state)
     assert_int_equal(job.split.type, MM_FT_SPLIT_RANDOM);
     assert_int_equal(job.train.epochs, 100);     /* defaults of the issue */
     assert_int_equal(job.train.batch_size, 32);
+    assert_int_equal(job.train.patience, 0); /* no early stopping unless asked */
     assert_true(fabsf(job.train.lr - 1e-3f) < 1e-9f);
     assert_int_equal(mm_cfg_defaults(&mm_ft_schema, &job), MM_OK);
     assert_int_equal(job.train.seeds, 3);
@@ -343,6 +344,7 @@ static void test_job_validation(void **state)
     expect_job_error("data:\n  csv: a.csv\nmodel:\n  head_dropout: 0.2\n", "job.yaml:4:17", "head: mlp");
     expect_job_error("data:\n  dataset: a.h5\n  smiles_col: smi\n", "job.yaml:3:15", "data.csv only");
     expect_job_error("data:\n  csv: a.csv\ntrain:\n  epochs: 0\n", "job.yaml:4:11", "train.epochs");
+    expect_job_error("data:\n  csv: a.csv\ntrain:\n  patience: -1\n", "job.yaml:4:13", "train.patience");
     expect_job_error("data:\n  csv: a.csv\nmodel:\n  init: \"\"\n", "job.yaml:4:9", "from_scratch");
     /* a task the dataset does not have (found when the data is read) */
     slice_job(&job, "badtask");
@@ -439,20 +441,25 @@ static void test_bad_labels(void **state)
     mm_error_clear();
 }
 
+static void esol_job(mm_ft_job *job, const char *run, int epochs, int patience)
+{
+    job_defaults(job, run);
+    snprintf(job->data.csv, sizeof job->data.csv, "%s/data/moleculenet/delaney.csv", tu_shared_dir());
+    job->data.task_type = MM_FT_REGRESSION;
+    job->data.limit = 120;
+    job->split.type = MM_FT_SPLIT_RANDOM;
+    job->split.seed = 3;
+    job->train.epochs = epochs;
+    job->train.patience = patience;
+    job->train.seeds = 1;
+}
+
 static void test_regression_run(void **state)
 {
     (void)state;
-    char csv[400];
-    snprintf(csv, sizeof csv, "%s/data/moleculenet/delaney.csv", tu_shared_dir());
     mm_ft_job job;
     mm_ft_result res;
-    job_defaults(&job, "esol");
-    snprintf(job.data.csv, sizeof job.data.csv, "%s", csv);
-    job.data.task_type = MM_FT_REGRESSION;
-    job.data.limit = 120;
-    job.split.type = MM_FT_SPLIT_RANDOM;
-    job.split.seed = 3;
-    job.train.epochs = 2;
+    esol_job(&job, "esol", 2, 0);
     job.train.seeds = 2;
     job.model.head = MM_FT_HEAD_MLP;
     job.model.head_hidden = 32;
@@ -473,6 +480,65 @@ static void test_regression_run(void **state)
     assert_true(fabs(res.test_std - fabs(res.seed[0].test - res.seed[1].test) / 2) < 1e-12);
 }
 
+/* valid and test RMSE of every epoch of a seed's log (rank 0); returns the epochs read */
+static int read_epochs(const char *run, double *valid, double *test, int max)
+{
+    char path[600], line[800];
+    snprintf(path, sizeof path, "%s/%s/seed_0.jsonl", base, run);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && n < max && fgets(line, sizeof line, f)) {
+        const char *v = strstr(line, "\"valid_rmse\": "), *t = strstr(line, "\"test_rmse\": ");
+        valid[n] = v ? strtod(v + 14, NULL) : NAN;
+        test[n] = t ? strtod(t + 13, NULL) : NAN;
+        n++;
+    }
+    if (f) fclose(f);
+    return n;
+}
+
+/* train.patience stops a seed after P epochs without a better validation RMSE; the
+ * epochs it ran are the full run's, so its best epoch and test metric are the ones the
+ * full run's log gives up to the stop. */
+static void test_patience_stops_early(void **state)
+{
+    (void)state;
+    enum { E = 8, P = 2 }; /* the full run peaks at epoch 2: the early one stops at 4 */
+    mm_ft_job job;
+    mm_ft_result full, early;
+    esol_job(&job, "patience_full", E, 0);
+    mm_status st = run_job(&job, &WORLD, 0, &full);
+    if (st) mm_error_print(stderr, WORLD.rank);
+    assert_int_equal(st, MM_OK);
+    assert_int_equal(full.seed[0].stopped_epoch, E);
+    esol_job(&job, "patience_early", E, P);
+    st = run_job(&job, &WORLD, 0, &early);
+    if (st) mm_error_print(stderr, WORLD.rank);
+    assert_int_equal(st, MM_OK);
+    int ok = 1;
+    if (WORLD.rank == 0) {
+        double v[E], t[E], ve[E], te[E];
+        int n = read_epochs("patience_full", v, t, E), ne = read_epochs("patience_early", ve, te, E);
+        /* the rule, recomputed from the full run's log */
+        int best = 1, stop = E;
+        for (int ep = 1; ep <= n; ep++) {
+            if (v[ep - 1] < v[best - 1]) best = ep;
+            if (ep - best >= P) {
+                stop = ep;
+                break;
+            }
+        }
+        printf("ESOL, 96 training molecules: full run best epoch %d of %d; patience %d: stopped at %d (expected %d), "
+               "best epoch %d, test RMSE %.4f\n",
+               full.seed[0].best_epoch, E, P, early.seed[0].stopped_epoch, stop, early.seed[0].best_epoch,
+               early.seed[0].test);
+        ok = n == E && stop < E && ne == stop && early.seed[0].stopped_epoch == stop && early.seed[0].best_epoch == best &&
+             fabs(early.seed[0].test - t[best - 1]) <= 1e-5 * t[best - 1];
+        for (int e = 0; e < ne && e < n; e++) ok = ok && ve[e] == v[e]; /* the same epochs */
+    }
+    assert_int_equal(bcast_int(ok), 1);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -490,6 +556,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_job_validation),
         cmocka_unit_test(test_bad_labels),
         cmocka_unit_test(test_regression_run),
+        cmocka_unit_test(test_patience_stops_early),
     };
     int rc = cmocka_run_group_tests(tests, setup_bbbp, NULL);
     mm_dist_destroy(&SELF);

@@ -43,6 +43,11 @@
  *  - Model selection: the epoch with the best validation metric (ROC-AUC higher,
  *    RMSE lower; the first such epoch on ties) gives the reported test metric.
  *    Several seeds report mean and standard deviation (ddof = 0, as chemprop).
+ *    With train.patience P > 0 a seed stops after P epochs without a better
+ *    validation metric (early stopping; the result records the epoch it stopped at);
+ *    the epochs it ran are those of the run without patience, so the reported test
+ *    metric is the one the full run would report whenever its best epoch comes before
+ *    the stop.
  *  - Every function that takes an mm_dist is collective and returns the same status
  *    on every rank. Output files are written by rank 0. */
 #ifndef MMSA_FINETUNE_H
@@ -116,6 +121,7 @@ typedef struct mm_ft_model_config {
 typedef struct mm_ft_train_config {
     char run_dir[MM_CFG_STR_MAX];
     int epochs, batch_size;            /* batch_size: GLOBAL, over all ranks */
+    int patience;                      /* stop after this many epochs without a better valid metric (0: off) */
     float lr, weight_decay, beta1, beta2, adam_eps, grad_clip;
     int seeds;                         /* runs with seeds seed, seed + 1, ... */
     int64_t seed;
@@ -150,6 +156,7 @@ mm_status mm_ft_read_text(const char *path, char **text, size_t *len);
 typedef struct mm_ft_seed_result {
     int64_t seed;
     int best_epoch;            /* 1-based */
+    int stopped_epoch;         /* last epoch run (train.epochs, or earlier by train.patience) */
     double valid, test;        /* main metric at the best epoch */
     double valid_aux, test_aux;/* PR-AUC (classification) or MAE (regression) at the best epoch */
     int test_skipped;          /* tasks without both classes in test (classification) */

@@ -893,6 +893,9 @@ static mm_status run_seed(ft_run *r, int si, mm_ft_result *res, double *train_s,
             sr->test_skipped = et.skipped;
             memcpy(r->best_test, r->pred[MM_SPLIT_TEST], fbytes(r->split.n[MM_SPLIT_TEST] * r->T));
         }
+        sr->stopped_epoch = ep;
+        /* every rank has the same validation metric, so every rank stops here */
+        bool stop = Tr->patience > 0 && ep - sr->best_epoch >= Tr->patience && ep < Tr->epochs;
         if (d->rank == 0) {
             fprintf(r->log,
                     "{\"seed\": %llu, \"epoch\": %d, \"loss\": %.6f, \"valid_%s\": %.6f, \"valid_%s\": %.6f, "
@@ -904,7 +907,11 @@ static mm_status run_seed(ft_run *r, int si, mm_ft_result *res, double *train_s,
                 fprintf(stderr, "seed %llu epoch %d/%d: loss %.4f, valid %s %.4f, test %s %.4f (%.2f s + eval %.2f s)\n",
                         (unsigned long long)seed, ep, Tr->epochs, loss_sum / (double)S, mname, ev.main, mname, et.main,
                         tt, tv);
+            if (stop && Tr->progress)
+                fprintf(stderr, "seed %llu: stopped at epoch %d, %d epochs without a better valid %s (best epoch %d)\n",
+                        (unsigned long long)seed, ep, Tr->patience, mname, sr->best_epoch);
         }
+        if (stop) break;
     }
     if (d->rank == 0) {
         fclose(r->log);
@@ -959,14 +966,15 @@ static mm_status write_results(const ft_run *r, const mm_ft_result *res)
             res->skipped[0], res->skipped[1], res->skipped[2], (long long)res->bad_labels);
     fprintf(f, "  \"init\": \"%s\",\n  \"encoder_sizes_from\": \"%s\",\n  \"n_params\": %lld,\n  \"epochs\": %d,\n",
             r->job->model.init, res->encoder_from, (long long)res->n_params, res->epochs);
+    fprintf(f, "  \"patience\": %d,\n", r->job->train.patience);
     fprintf(f, "  \"metric\": \"%s\",\n  \"aux_metric\": \"%s\",\n  \"seeds\": [\n", res->metric, res->aux_metric);
     for (int i = 0; i < res->n_seeds; i++) {
         const mm_ft_seed_result *s = &res->seed[i];
         fprintf(f,
-                "    {\"seed\": %lld, \"best_epoch\": %d, \"valid\": %.6f, \"test\": %.6f, \"valid_aux\": %.6f, "
-                "\"test_aux\": %.6f, \"test_tasks_skipped\": %d, \"seconds\": %.2f}%s\n",
-                (long long)s->seed, s->best_epoch, s->valid, s->test, s->valid_aux, s->test_aux, s->test_skipped,
-                s->seconds, i + 1 < res->n_seeds ? "," : "");
+                "    {\"seed\": %lld, \"best_epoch\": %d, \"stopped_epoch\": %d, \"valid\": %.6f, \"test\": %.6f, "
+                "\"valid_aux\": %.6f, \"test_aux\": %.6f, \"test_tasks_skipped\": %d, \"seconds\": %.2f}%s\n",
+                (long long)s->seed, s->best_epoch, s->stopped_epoch, s->valid, s->test, s->valid_aux, s->test_aux,
+                s->test_skipped, s->seconds, i + 1 < res->n_seeds ? "," : "");
     }
     fprintf(f, "  ],\n  \"valid_mean\": %.6f,\n  \"valid_std\": %.6f,\n  \"test_mean\": %.6f,\n  \"test_std\": %.6f,\n",
             res->valid_mean, res->valid_std, res->test_mean, res->test_std);
@@ -979,10 +987,14 @@ static mm_status write_results(const ft_run *r, const mm_ft_result *res)
     snprintf(path, sizeof path, "%s/results.csv", r->run_dir);
     f = fopen(path, "w");
     if (!f) return MM_ERR(MM_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    double stopped = 0;
+    for (int i = 0; i < res->n_seeds; i++) stopped += res->seed[i].stopped_epoch;
     fprintf(f, "metric,n_tasks,n_molecules,n_seeds,valid_mean,valid_std,test_mean,test_std,aux_metric,aux_mean,aux_std,"
-               "epoch_seconds\n%s,%d,%lld,%d,%.6f,%.6f,%.6f,%.6f,%s,%.6f,%.6f,%.4f\n",
+               "epoch_seconds,epochs,patience,stopped_epoch_mean\n%s,%d,%lld,%d,%.6f,%.6f,%.6f,%.6f,%s,%.6f,%.6f,%.4f,%d,%d,"
+               "%.2f\n",
             res->metric, res->n_tasks, (long long)res->n_molecules, res->n_seeds, res->valid_mean, res->valid_std,
-            res->test_mean, res->test_std, res->aux_metric, res->aux_mean, res->aux_std, res->epoch_seconds);
+            res->test_mean, res->test_std, res->aux_metric, res->aux_mean, res->aux_std, res->epoch_seconds, res->epochs,
+            r->job->train.patience, stopped / res->n_seeds);
     bad = ferror(f) != 0;
     if (fclose(f) != 0 || bad) return MM_ERR(MM_ERR_IO, "cannot write %s", path);
     return MM_OK;
@@ -999,8 +1011,9 @@ void mm_ft_result_print(const mm_ft_result *r, FILE *f)
         fprintf(f, "tasks with one class only (skipped in ROC-AUC): valid %d, test %d\n", r->skipped[1], r->skipped[2]);
     for (int i = 0; i < r->n_seeds; i++) {
         const mm_ft_seed_result *s = &r->seed[i];
-        fprintf(f, "seed %lld: best epoch %d: valid %s %.4f, test %s %.4f, test %s %.4f (%.1f s)\n", (long long)s->seed,
-                s->best_epoch, r->metric, s->valid, r->metric, s->test, r->aux_metric, s->test_aux, s->seconds);
+        fprintf(f, "seed %lld: best epoch %d (stopped at %d of %d): valid %s %.4f, test %s %.4f, test %s %.4f (%.1f s)\n",
+                (long long)s->seed, s->best_epoch, s->stopped_epoch, r->epochs, r->metric, s->valid, r->metric, s->test,
+                r->aux_metric, s->test_aux, s->seconds);
     }
     fprintf(f, "test %s %.4f +- %.4f, test %s %.4f +- %.4f, valid %s %.4f +- %.4f over %d seed%s (std ddof=0); "
                "%.2f s per epoch\n",

@@ -52,6 +52,8 @@ static const mm_cfg_field fields[] = {
     F(train, mm_ft_train_config, run_dir, MM_CFG_STRING, "runs/finetune", 1, 0,
       "directory for job.yaml, split.json, per-seed logs and results"),
     F(train, mm_ft_train_config, epochs, MM_CFG_INT, "100", 1, 1 << 20, "passes over the training split per seed"),
+    F(train, mm_ft_train_config, patience, MM_CFG_INT, "0", 0, 1 << 20,
+      "early stopping: end a seed after this many epochs without a better validation metric (0: run every epoch)"),
     F(train, mm_ft_train_config, batch_size, MM_CFG_INT, "32", 1, 1 << 24, "GLOBAL batch: molecules per step over all ranks"),
     F(train, mm_ft_train_config, lr, MM_CFG_FLOAT, "1e-3", 0, 10, "AdamW learning rate (constant)"),
     F(train, mm_ft_train_config, weight_decay, MM_CFG_FLOAT, "0", 0, 10, "AdamW decoupled weight decay (matrices only)"),
