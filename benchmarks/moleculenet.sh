@@ -24,6 +24,9 @@ usage: benchmarks/moleculenet.sh [options]
   --datasets LIST     comma-separated subset of: bbbp,bace,clintox,tox21,hiv,sider,toxcast,
                       muv,esol,freesolv,lipo (default: all that are found)
   --epochs N          epochs per run (default: the job default, 100)
+  --patience N        early stopping: a seed ends after N epochs without a better
+                      validation metric (train.patience; default 0, every epoch runs);
+                      the table then gives the epochs each column ran
   --seeds N           seeds per run (default: the job default, 3)
   --batch N           global batch size (default 32)
   --limit N           first N molecules of each set only (quick runs; default all)
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --datasets) DATASETS=$(echo "$2" | tr ',' ' '); shift 2 ;;
     --epochs) add_set "train.epochs=$2"; shift 2 ;;
+    --patience) add_set "train.patience=$2"; shift 2 ;;
     --seeds) add_set "train.seeds=$2"; shift 2 ;;
     --batch) add_set "train.batch_size=$2"; shift 2 ;;
     --limit) add_set "data.limit=$2"; shift 2 ;;
@@ -113,7 +117,8 @@ ROWS=$OUT/.rows
 start=$(date +%s)
 
 # results.csv of a run: metric,n_tasks,n_molecules,n_seeds,valid_mean,valid_std,test_mean,test_std,...
-field() { awk -F, -v k="$2" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i } NR == 2 { print $col[k] }' "$1"; }
+# (a column the file does not have, as in results of older builds: 0)
+field() { awk -F, -v k="$2" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i } NR == 2 { print (k in col) ? $col[k] : 0 }' "$1"; }
 
 run() { # label run_dir [--set ...]   (sh has no locals: run_* names are this function's)
     run_label=$1; run_dir=$2; shift 2
@@ -185,15 +190,18 @@ EOF
     if [ -n "$CKPT" ]; then
         p=$dir/pretrained/results.csv
         line="$line,$(field "$p" test_mean),$(field "$p" test_std)"
+        pstop=$(field "$p" stopped_epoch_mean)
     else
         line="$line,,"
+        pstop=""
     fi
-    echo "$line,$(field "$r" n_seeds),$(field "$r" epoch_seconds)" >> "$ROWS"
+    line="$line,$(field "$r" n_seeds),$(field "$r" epoch_seconds),$(field "$r" epochs),$(field "$r" patience)"
+    echo "$line,$(field "$r" stopped_epoch_mean),$pstop" >> "$ROWS"
 done
 
 # ---- tables
 {
-    echo "dataset,tasks,molecules,split,metric,scratch_mean,scratch_std,pretrained_mean,pretrained_std,seeds,scratch_epoch_seconds"
+    echo "dataset,tasks,molecules,split,metric,scratch_mean,scratch_std,pretrained_mean,pretrained_std,seeds,scratch_epoch_seconds,epochs,patience,scratch_epochs_run,pretrained_epochs_run"
     cat "$ROWS"
 } > "$CSV"
 {
@@ -203,13 +211,29 @@ done
     echo "ROC-AUC: higher is better (classification); RMSE: lower is better (regression)."
     echo "Checkpoint: ${CKPT:-none}. Encoder sizes: ${PRE_JOB:-pre-training defaults}."
     echo "Settings:${EXTRA:- job defaults}; split $SPLIT; $RANKS rank(s)."
+    # early stopping (train.patience, from each run's results.csv): say so, and give the epochs run
+    early=$(awk -F, '$13 > 0 { print $13; exit }' "$ROWS")
+    if [ -n "$early" ]; then
+        echo "Early stopping: a seed ends after train.patience = $early epochs without a better validation"
+        echo "metric (the test metric is still the best validation epoch's); \"epochs run\" is the mean over"
+        echo "seeds, scratch / pre-trained, of the epochs each ran out of train.epochs."
+    else
+        echo "No early stopping: every seed ran train.epochs epochs."
+    fi
     echo
-    echo "| dataset | tasks | molecules | split | metric | scratch | pre-trained | difference |"
-    echo "|---|---:|---:|---|---|---:|---:|---:|"
-    awk -F, '{
+    if [ -n "$early" ]; then
+        echo "| dataset | tasks | molecules | split | metric | scratch | pre-trained | difference | epochs run |"
+        echo "|---|---:|---:|---|---|---:|---:|---:|---:|"
+    else
+        echo "| dataset | tasks | molecules | split | metric | scratch | pre-trained | difference |"
+        echo "|---|---:|---:|---|---|---:|---:|---:|"
+    fi
+    awk -F, -v early="$early" '{
         pre = ($8 == "") ? "-" : sprintf("%.3f +- %.3f", $8, $9)
         diff = ($8 == "") ? "-" : sprintf("%+.3f", $8 - $6)
-        printf "| %s | %s | %s | %s | %s | %.3f +- %.3f | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, pre, diff
+        printf "| %s | %s | %s | %s | %s | %.3f +- %.3f | %s | %s |", $1, $2, $3, $4, $5, $6, $7, pre, diff
+        if (early != "") printf " %.1f / %s of %d (patience %d) |", $14, ($15 == "") ? "-" : sprintf("%.1f", $15), $12, $13
+        printf "\n"
     }' "$ROWS"
     awk -F, '$5 == "roc_auc" { n++; s += $6; if ($8 != "") { p += $8; np++; if ($8 > $6) w++ } }
         END {
