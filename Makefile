@@ -40,7 +40,7 @@ endif
 # row, so the results are those of the scalar code.
 VEC_CFLAGS := -ftree-vectorize -fvect-cost-model=dynamic
 ifneq ($(FUZZ),1)
-$(BUILD)/src/nn/graph_ops.o: CFLAGS += $(VEC_CFLAGS)
+$(BUILD)/src/nn/graph_ops.o $(BUILD)/src/nn/norm.o $(BUILD)/src/nn/ops_basic.o: CFLAGS += $(VEC_CFLAGS)
 endif
 
 LIB_C    := $(wildcard src/core/*.c src/nn/*.c src/chem/*.c src/data/*.c src/dist/*.c src/model/*/*.c)

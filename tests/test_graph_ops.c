@@ -1,7 +1,8 @@
-/* Tests for graph_ops.h: the edge index of a batch and the fused GIN aggregation,
- * against the unfused composition it replaces (embedding + gather + add + scatter-add)
- * on real molecules (BBBP rows through the featuriser, plus molecules without bonds and
- * single atoms), and by finite differences. */
+/* Tests for the fused ops of a GIN layer: graph_ops.h (the edge index of a batch and
+ * mm_gin_aggregate), mm_linear_relu (ops.h) and mm_batchnorm_relu (nn.h), each against
+ * the unfused composition it replaces on real molecules (BBBP rows through the
+ * featuriser, plus molecules without bonds and single atoms), and by finite
+ * differences. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -288,6 +289,127 @@ static void test_gin_aggregate_errors(void **state)
     mm_tape_destroy(&t);
 }
 
+/* ---- a whole GIN layer, fused against unfused ------------------------------------ */
+
+enum { L_H, L_TABLE, L_W0, L_B0, L_W2, L_B2, L_GAMMA, L_BETA, L_N };
+
+/* agg -> Linear(H, 2H) -> ReLU -> Linear(2H, H) -> BatchNorm -> ReLU, as the encoder
+ * wrote it before the fused ops (fused = 0) and as it does now (fused = 1). */
+static mm_status gin_layer(mm_tape *t, mm_tensor **p, const edges *e, const int64_t *off, float *rm, float *rv,
+                           int fused, mm_tensor **out)
+{
+    mm_tensor *agg, *a1, *y2;
+    if (fused) {
+        mm_graph g;
+        MM_CALL(mm_graph_build(t, e->n_atoms, e->n_edges, e->src, e->dst, 3, e->feat, bond_vocab, &g));
+        MM_CALL(mm_gin_aggregate(t, p[L_H], p[L_TABLE], off, &g, &agg));
+        MM_CALL(mm_linear_relu(t, agg, p[L_W0], p[L_B0], &a1));
+        MM_CALL(mm_linear(t, a1, p[L_W2], p[L_B2], &y2));
+        MM_CALL(mm_batchnorm_relu(t, y2, p[L_GAMMA], p[L_BETA], rm, rv, 0.1f, 1e-5f, out));
+    } else {
+        mm_tensor *y1, *yn;
+        MM_CALL(gin_unfused(t, p[L_H], p[L_TABLE], off, e, &agg));
+        MM_CALL(mm_linear(t, agg, p[L_W0], p[L_B0], &y1));
+        MM_CALL(mm_relu(t, y1, &a1));
+        MM_CALL(mm_linear(t, a1, p[L_W2], p[L_B2], &y2));
+        MM_CALL(mm_batchnorm(t, y2, p[L_GAMMA], p[L_BETA], rm, rv, 0.1f, 1e-5f, &yn));
+        MM_CALL(mm_relu(t, yn, out));
+    }
+    return MM_OK;
+}
+
+static void test_gin_layer_matches_unfused(void **state)
+{
+    (void)state;
+    edges e = real_edges(40, 4, no_bonds);
+    const int64_t H = 19, off[3] = {0, 6, 12};
+    const int64_t shapes[L_N][2] = {{e.n_atoms, H}, {14, H}, {2 * H, H}, {2 * H, 1}, {H, 2 * H}, {H, 1}, {H, 1}, {H, 1}};
+    float *val[L_N], *grad[2][L_N];
+    for (int k = 0; k < L_N; k++) {
+        int64_t n = shapes[k][0] * shapes[k][1];
+        val[k] = malloc((size_t)n * sizeof(float));
+        gc_fill_uniform(val[k], n, -1, 1, 31 + (uint64_t)k);
+        for (int w = 0; w < 2; w++) grad[w][k] = calloc((size_t)n, sizeof(float));
+    }
+    int64_t ny = e.n_atoms * H;
+    float *dy = malloc((size_t)ny * sizeof(float)), *y[2][2];
+    gc_fill_uniform(dy, ny, -1, 1, 41);
+    float rm[2][19], rv[2][19];
+    for (int w = 0; w < 2; w++) {
+        for (int64_t j = 0; j < H; j++) rm[w][j] = 0.0f, rv[w][j] = 1.0f;
+        /* training (batch statistics, backward), then evaluation (running statistics) */
+        for (int train = 1; train >= 0; train--) {
+            mm_tape t;
+            OK(mm_tape_init(&t, 1 << 20));
+            t.training = train;
+            mm_tensor *p[L_N], *out;
+            for (int k = 0; k < L_N; k++)
+                OK(mm_tensor_wrap(&t, val[k], grad[w][k], shapes[k][1] == 1 ? 1 : 2, shapes[k], &p[k]));
+            OK(gin_layer(&t, p, &e, off, rm[w], rv[w], w, &out));
+            y[w][train] = malloc((size_t)ny * sizeof(float));
+            memcpy(y[w][train], out->data, (size_t)ny * sizeof(float));
+            if (train) {
+                memcpy(out->grad, dy, (size_t)ny * sizeof(float));
+                OK(mm_tape_run_backward(&t));
+            }
+            mm_tape_destroy(&t);
+        }
+    }
+    for (int train = 0; train < 2; train++) assert_memory_equal(y[0][train], y[1][train], (size_t)ny * sizeof(float));
+    assert_memory_equal(rm[0], rm[1], sizeof rm[0]);
+    assert_memory_equal(rv[0], rv[1], sizeof rv[0]);
+    /* every gradient bit-for-bit but the bond table's (summed per kind, tested above) */
+    for (int k = 0; k < L_N; k++) {
+        int64_t n = shapes[k][0] * shapes[k][1];
+        if (k != L_TABLE) assert_memory_equal(grad[0][k], grad[1][k], (size_t)n * sizeof(float));
+        assert_true(tu_max_abs(grad[1][k], n) > 0.0);
+        assert_true(tu_max_abs_diff(grad[0][k], grad[1][k], n) <= 1e-5 * tu_max_abs(grad[0][k], n));
+        free(val[k]);
+        for (int w = 0; w < 2; w++) free(grad[w][k]);
+    }
+    for (int w = 0; w < 2; w++)
+        for (int train = 0; train < 2; train++) free(y[w][train]);
+    free(dy);
+    edges_free(&e);
+}
+
+static mm_status build_linear_relu(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)
+{
+    (void)ctx;
+    return mm_linear_relu(t, in[0], in[1], in[2], out);
+}
+
+typedef struct { float rm[4], rv[4]; } bn_arg;
+
+static mm_status build_bn_relu(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)
+{
+    bn_arg *a = ctx;
+    return mm_batchnorm_relu(t, in[0], in[1], in[2], t->training ? NULL : a->rm, t->training ? NULL : a->rv, 0.1f,
+                             1e-5f, out);
+}
+
+static void test_fused_relu_gradients(void **state)
+{
+    (void)state;
+    float x[5 * 4], w[3 * 4], b[3];
+    gc_fill_uniform(x, 20, -1, 1, 51);
+    gc_fill_uniform(w, 12, -1, 1, 52);
+    gc_fill_uniform(b, 3, -0.5f, 0.5f, 53);
+    gc_input lin[3] = {{x, 2, {5, 4}, true}, {w, 2, {3, 4}, true}, {b, 1, {3}, true}};
+    assert_int_equal(gradcheck(build_linear_relu, NULL, 3, lin, NULL), 0);
+    /* BatchNorm + ReLU on [N, C] (the GIN's) and [N, C, L] (the strided layout) */
+    float xb[6 * 4 * 3], g[4], be[4];
+    gc_fill_uniform(xb, 72, -2, 2, 54);
+    gc_fill_uniform(g, 4, 0.5f, 1.5f, 55);
+    gc_fill_uniform(be, 4, -0.3f, 0.3f, 56);
+    bn_arg a = {{0}, {1, 1, 1, 1}};
+    gc_opts o = {.h = 1e-4, .rtol = 1e-2, .atol = 1e-3};
+    gc_input bn2[3] = {{xb, 2, {6, 4}, true}, {g, 1, {4}, true}, {be, 1, {4}, true}};
+    assert_int_equal(gradcheck(build_bn_relu, &a, 3, bn2, &o), 0);
+    gc_input bn3[3] = {{xb, 3, {6, 4, 3}, true}, {g, 1, {4}, true}, {be, 1, {4}, true}};
+    assert_int_equal(gradcheck(build_bn_relu, &a, 3, bn3, &o), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,6 +417,8 @@ int main(void)
         cmocka_unit_test(test_gin_aggregate_matches_unfused),
         cmocka_unit_test(test_gin_aggregate_gradients),
         cmocka_unit_test(test_gin_aggregate_errors),
+        cmocka_unit_test(test_gin_layer_matches_unfused),
+        cmocka_unit_test(test_fused_relu_gradients),
     };
     OK(mm_chem_init());
     return cmocka_run_group_tests(tests, NULL, NULL);

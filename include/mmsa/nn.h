@@ -49,6 +49,12 @@ mm_status mm_layernorm(mm_tape *t, mm_tensor *x, int norm_dims, mm_tensor *gamma
 mm_status mm_batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *beta,
                        float *running_mean, float *running_var, float momentum, float eps,
                        mm_tensor **out);
+/* mm_relu(mm_batchnorm(...)) as one op: the same values, statistics and gradients,
+ * without the normalised tensor and its gradient. Its backward masks out's gradient in
+ * place, so out->grad is unspecified once the backward has passed this op. */
+mm_status mm_batchnorm_relu(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *beta,
+                            float *running_mean, float *running_var, float momentum, float eps,
+                            mm_tensor **out);
 
 /* ---- Dropout --------------------------------------------------------------------
  * x viewed as [rows, cols]. Element (r, j) has the global index

@@ -14,6 +14,10 @@
 mm_status mm_matmul(mm_tape *t, mm_tensor *a, bool ta, mm_tensor *b, bool tb, mm_tensor **out);
 /* out [n, out] = x [n, in] W^T [in, out] + b [out] (PyTorch Linear; b may be NULL). */
 mm_status mm_linear(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, mm_tensor **out);
+/* mm_relu(mm_linear(x, w, b)) as one op: the same values and gradients, without the
+ * pre-activation tensor and its gradient. Its backward masks out's gradient in place,
+ * so out->grad is unspecified once the backward has passed this op. */
+mm_status mm_linear_relu(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, mm_tensor **out);
 /* out[i, j] = x[i, j] + b[j mod len(b)]... precisely: x is [rows, C, inner...] viewed
  * as [rows, C, S] with S = cols / C; b [C] is added along the second dimension. */
 mm_status mm_bias_add(mm_tape *t, mm_tensor *x, mm_tensor *b, mm_tensor **out);

@@ -114,6 +114,7 @@ typedef struct {
     int64_t N, C, S;   /* x viewed as [N, C, S] */
     double n;          /* values per channel in the (global) batch */
     bool training;     /* batch statistics (backward through them) or running ones */
+    bool relu;         /* mm_batchnorm_relu: y = max(normalised, 0) */
     double *mean;      /* [C] */
     double *invstd;    /* [C] */
 } bn_ctx;
@@ -132,20 +133,40 @@ static mm_status bn_backward(mm_node *nd)
     bn_ctx *c = nd->ctx;
     mm_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
     int64_t N = c->N, C = c->C, S = c->S;
+    /* ReLU: the gradient passes where the output is positive. Every consumer of y has
+     * added into y->grad before this runs, so it is masked in place. */
+    if (c->relu) {
+        float *restrict gy = y->grad;
+        const float *restrict yv = y->data;
+        for (int64_t i = 0, n = y->n; i < n; i++) gy[i] = yv[i] > 0.0f ? gy[i] : 0.0f;
+    }
     /* sums[0..C): sum of dy per channel; sums[C..2C): sum of dy * xhat (local part). */
     double *sums;
     MM_CALL(mm_tape_calloc(nd->tape, (size_t)(2 * C) * sizeof(double), (void **)&sums));
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t ch = 0; ch < C; ch++) {
-            const float *xs = x->data + (i * C + ch) * S, *gy = y->grad + (i * C + ch) * S;
-            double mu = c->mean[ch], is = c->invstd[ch], sd = 0, sdx = 0;
-            for (int64_t k = 0; k < S; k++) {
-                sd += gy[k];
-                sdx += gy[k] * ((xs[k] - mu) * is);
+    if (S == 1) {
+        /* [N, C]: the same sums, channels innermost (contiguous, vectorisable) */
+        const double *restrict mean = c->mean, *restrict invstd = c->invstd;
+        double *restrict sd = sums, *restrict sdx = sums + C;
+        for (int64_t i = 0; i < N; i++) {
+            const float *restrict xs = x->data + i * C, *restrict gy = y->grad + i * C;
+            for (int64_t ch = 0; ch < C; ch++) {
+                sd[ch] += gy[ch];
+                sdx[ch] += gy[ch] * ((xs[ch] - mean[ch]) * invstd[ch]);
             }
-            sums[ch] += sd;
-            sums[C + ch] += sdx;
         }
+    } else {
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t ch = 0; ch < C; ch++) {
+                const float *xs = x->data + (i * C + ch) * S, *gy = y->grad + (i * C + ch) * S;
+                double mu = c->mean[ch], is = c->invstd[ch], sd = 0, sdx = 0;
+                for (int64_t k = 0; k < S; k++) {
+                    sd += gy[k];
+                    sdx += gy[k] * ((xs[k] - mu) * is);
+                }
+                sums[ch] += sd;
+                sums[C + ch] += sdx;
+            }
+    }
     /* Parameter gradients are this rank's share; the gradient allreduce adds the rest. */
     for (int64_t ch = 0; ch < C; ch++) {
         if (gamma && gamma->grad) gamma->grad[ch] += (float)sums[C + ch];
@@ -153,6 +174,29 @@ static mm_status bn_backward(mm_node *nd)
     }
     if (!x->grad) return MM_OK;
     if (c->training) MM_CALL(bn_allreduce(nd->tape, sums, 2 * C));
+    if (S == 1 && c->training) {
+        /* [N, C], channels innermost: per element the arithmetic of the loop below */
+        double *scale, *md, *mdx;
+        MM_CALL(mm_tape_alloc(nd->tape, (size_t)(3 * C) * sizeof(double), (void **)&scale));
+        md = scale + C;
+        mdx = md + C;
+        for (int64_t ch = 0; ch < C; ch++) {
+            scale[ch] = c->invstd[ch] * (gamma ? (double)gamma->data[ch] : 1.0);
+            md[ch] = sums[ch] / c->n;
+            mdx[ch] = sums[C + ch] / c->n;
+        }
+        const double *restrict mean = c->mean, *restrict invstd = c->invstd, *restrict sc = scale,
+                               *restrict m1 = md, *restrict m2 = mdx;
+        for (int64_t i = 0; i < N; i++) {
+            const float *restrict xs = x->data + i * C, *restrict gy = y->grad + i * C;
+            float *restrict gx = x->grad + i * C;
+            for (int64_t ch = 0; ch < C; ch++) {
+                double xh = (xs[ch] - mean[ch]) * invstd[ch];
+                gx[ch] += (float)(sc[ch] * (gy[ch] - m1[ch] - xh * m2[ch]));
+            }
+        }
+        return MM_OK;
+    }
     for (int64_t ch = 0; ch < C; ch++) {
         double is = c->invstd[ch], mu = c->mean[ch];
         double scale = is * (gamma ? (double)gamma->data[ch] : 1.0);
@@ -174,9 +218,9 @@ static mm_status bn_backward(mm_node *nd)
     return MM_OK;
 }
 
-mm_status mm_batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *beta,
-                       float *running_mean, float *running_var, float momentum, float eps,
-                       mm_tensor **out)
+static mm_status batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *beta,
+                           float *running_mean, float *running_var, float momentum, float eps,
+                           bool relu, mm_tensor **out)
 {
     if (x->ndim < 2) {
         char sx[64];
@@ -199,6 +243,7 @@ mm_status mm_batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *be
     c->C = C;
     c->S = S;
     c->training = t->training;
+    c->relu = relu;
     MM_CALL(mm_tape_alloc(t, (size_t)C * sizeof(double), (void **)&c->mean));
     MM_CALL(mm_tape_alloc(t, (size_t)C * sizeof(double), (void **)&c->invstd));
 
@@ -206,13 +251,20 @@ mm_status mm_batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *be
         /* Pass 1: per-channel sums and the count -> global mean. buf [C + 1]. */
         double *buf;
         MM_CALL(mm_tape_calloc(t, (size_t)(C + 1) * sizeof(double), (void **)&buf));
-        for (int64_t i = 0; i < N; i++)
-            for (int64_t ch = 0; ch < C; ch++) {
-                const float *xs = x->data + (i * C + ch) * S;
-                double s = 0;
-                for (int64_t k = 0; k < S; k++) s += xs[k];
-                buf[ch] += s;
+        if (S == 1) { /* [N, C]: the same sums, channels innermost */
+            double *restrict acc = buf;
+            for (int64_t i = 0; i < N; i++) {
+                const float *restrict xs = x->data + i * C;
+                for (int64_t ch = 0; ch < C; ch++) acc[ch] += xs[ch];
             }
+        } else
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t ch = 0; ch < C; ch++) {
+                    const float *xs = x->data + (i * C + ch) * S;
+                    double s = 0;
+                    for (int64_t k = 0; k < S; k++) s += xs[k];
+                    buf[ch] += s;
+                }
         buf[C] = (double)N * (double)S;
         MM_CALL(bn_allreduce(t, buf, C + 1));
         double n = buf[C];
@@ -224,13 +276,24 @@ mm_status mm_batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *be
         for (int64_t ch = 0; ch < C; ch++) c->mean[ch] = buf[ch] / n;
         /* Pass 2: sum of squared deviations from the global mean -> biased variance. */
         memset(buf, 0, (size_t)C * sizeof(double));
-        for (int64_t i = 0; i < N; i++)
-            for (int64_t ch = 0; ch < C; ch++) {
-                const float *xs = x->data + (i * C + ch) * S;
-                double mu = c->mean[ch], s = 0;
-                for (int64_t k = 0; k < S; k++) s += (xs[k] - mu) * (xs[k] - mu);
-                buf[ch] += s;
+        if (S == 1) {
+            double *restrict acc = buf;
+            const double *restrict mean = c->mean;
+            for (int64_t i = 0; i < N; i++) {
+                const float *restrict xs = x->data + i * C;
+                for (int64_t ch = 0; ch < C; ch++) {
+                    double d = xs[ch] - mean[ch];
+                    acc[ch] += d * d;
+                }
             }
+        } else
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t ch = 0; ch < C; ch++) {
+                    const float *xs = x->data + (i * C + ch) * S;
+                    double mu = c->mean[ch], s = 0;
+                    for (int64_t k = 0; k < S; k++) s += (xs[k] - mu) * (xs[k] - mu);
+                    buf[ch] += s;
+                }
         MM_CALL(bn_allreduce(t, buf, C));
         for (int64_t ch = 0; ch < C; ch++) {
             double var = buf[ch] / n;
@@ -252,15 +315,51 @@ mm_status mm_batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *be
         }
     }
 
-    for (int64_t i = 0; i < N; i++)
+    if (S == 1) {
+        /* [N, C], channels innermost: per element the arithmetic of the loop below */
+        double *gb;
+        MM_CALL(mm_tape_alloc(t, (size_t)(2 * C) * sizeof(double), (void **)&gb));
         for (int64_t ch = 0; ch < C; ch++) {
-            const float *xs = x->data + (i * C + ch) * S;
-            float *ys = y->data + (i * C + ch) * S;
-            double mu = c->mean[ch], is = c->invstd[ch];
-            double g = gamma ? gamma->data[ch] : 1.0, b = beta ? beta->data[ch] : 0.0;
-            for (int64_t k = 0; k < S; k++) ys[k] = (float)((xs[k] - mu) * is * g + b);
+            gb[ch] = gamma ? gamma->data[ch] : 1.0;
+            gb[C + ch] = beta ? beta->data[ch] : 0.0;
         }
-    MM_CALL(mm_tape_record(t, "batchnorm", bn_backward, y, 3, in, c));
+        const double *restrict mean = c->mean, *restrict invstd = c->invstd, *restrict g = gb, *restrict b = gb + C;
+        for (int64_t i = 0; i < N; i++) {
+            const float *restrict xs = x->data + i * C;
+            float *restrict ys = y->data + i * C;
+            for (int64_t ch = 0; ch < C; ch++) {
+                float v = (float)((xs[ch] - mean[ch]) * invstd[ch] * g[ch] + b[ch]);
+                ys[ch] = relu && !(v > 0.0f) ? 0.0f : v;
+            }
+        }
+    } else {
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t ch = 0; ch < C; ch++) {
+                const float *xs = x->data + (i * C + ch) * S;
+                float *ys = y->data + (i * C + ch) * S;
+                double mu = c->mean[ch], is = c->invstd[ch];
+                double g = gamma ? gamma->data[ch] : 1.0, b = beta ? beta->data[ch] : 0.0;
+                for (int64_t k = 0; k < S; k++) {
+                    float v = (float)((xs[k] - mu) * is * g + b);
+                    ys[k] = relu && !(v > 0.0f) ? 0.0f : v;
+                }
+            }
+    }
+    MM_CALL(mm_tape_record(t, relu ? "batchnorm_relu" : "batchnorm", bn_backward, y, 3, in, c));
     *out = y;
     return MM_OK;
+}
+
+mm_status mm_batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *beta,
+                       float *running_mean, float *running_var, float momentum, float eps,
+                       mm_tensor **out)
+{
+    return batchnorm(t, x, gamma, beta, running_mean, running_var, momentum, eps, false, out);
+}
+
+mm_status mm_batchnorm_relu(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor *beta,
+                            float *running_mean, float *running_var, float momentum, float eps,
+                            mm_tensor **out)
+{
+    return batchnorm(t, x, gamma, beta, running_mean, running_var, momentum, eps, true, out);
 }

@@ -78,7 +78,27 @@ static mm_status linear_backward(mm_node *nd)
     return MM_OK;
 }
 
-mm_status mm_linear(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, mm_tensor **out)
+/* g[i] = 0 where y[i] is not positive; local pointers, so the loop vectorises. */
+static void relu_mask(float *restrict g, const float *restrict y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) g[i] = y[i] > 0.0f ? g[i] : 0.0f;
+}
+
+static void relu_inplace(float *restrict y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+}
+
+/* dy of the pre-activation: kept where the output is positive (relu(z) > 0 iff z > 0).
+ * Every consumer of y has added into y->grad before this runs, so it is masked in place. */
+static mm_status linear_relu_backward(mm_node *nd)
+{
+    mm_tensor *y = nd->out;
+    relu_mask(y->grad, y->data, y->n);
+    return linear_backward(nd);
+}
+
+static mm_status linear(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, bool relu, mm_tensor **out)
 {
     if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1]) SHAPE_ERR("linear (x, W)", x, w);
     if (b && (b->n != w->shape[0])) SHAPE_ERR("linear (W, bias)", w, b);
@@ -90,9 +110,21 @@ mm_status mm_linear(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, mm_ten
         for (int64_t i = 0; i < n; i++) memcpy(y->data + i * o, b->data, (size_t)o * sizeof(float));
     }
     mm_sgemm(false, true, n, o, in, 1.0f, x->data, in, w->data, in, b ? 1.0f : 0.0f, y->data, o);
-    MM_CALL(mm_tape_record(t, "linear", linear_backward, y, 3, ins, NULL));
+    if (relu) relu_inplace(y->data, y->n);
+    MM_CALL(mm_tape_record(t, relu ? "linear_relu" : "linear", relu ? linear_relu_backward : linear_backward, y, 3,
+                           ins, NULL));
     *out = y;
     return MM_OK;
+}
+
+mm_status mm_linear(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, mm_tensor **out)
+{
+    return linear(t, x, w, b, false, out);
+}
+
+mm_status mm_linear_relu(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, mm_tensor **out)
+{
+    return linear(t, x, w, b, true, out);
 }
 
 /* ---- bias add along dimension 1 ------------------------------------------- */

@@ -18,13 +18,18 @@ mm_status mm_model_param(mm_model *m, mm_tape *t, int i, mm_tensor **out)
     return MM_OK;
 }
 
-mm_status mm_model_linear(mm_model *m, mm_tape *t, mm_tensor *x, mm_lin_ix l, mm_tensor **out)
+static mm_status model_linear(mm_model *m, mm_tape *t, mm_tensor *x, mm_lin_ix l, bool relu, mm_tensor **out)
 {
     mm_tensor *w, *b = NULL;
     MM_CALL(mm_model_param(m, t, l.w, &w));
     if (l.b >= 0) MM_CALL(mm_model_param(m, t, l.b, &b));
-    MM_CALL(mm_linear(t, x, w, b, out));
+    MM_CALL(relu ? mm_linear_relu(t, x, w, b, out) : mm_linear(t, x, w, b, out));
     return MM_OK;
+}
+
+mm_status mm_model_linear(mm_model *m, mm_tape *t, mm_tensor *x, mm_lin_ix l, mm_tensor **out)
+{
+    return model_linear(m, t, x, l, false, out);
 }
 
 /* ---- graph: GIN with edge features, BatchNorm, mean or sum pooling, readout ------------------------ */
@@ -40,25 +45,24 @@ mm_status mm_encode_graph(mm_model *m, mm_tape *t, const mm_batch *b, uint64_t s
     MM_CALL(mm_model_param(m, t, m->gin.atom_emb, &table));
     MM_CALL(mm_embedding_multi_u8(t, table, b->ms->atom_feat, b->n_atoms, 9, atom_off, &h)); /* [A, H] */
     for (int l = 0; l < c->gin_layers; l++) {
-        mm_tensor *bt, *agg, *y1, *a1, *y2, *gamma, *beta, *yn;
+        mm_tensor *bt, *agg, *a1, *y2, *gamma, *beta, *yn;
         MM_CALL(mm_model_param(m, t, m->gin.bond_emb[l], &bt));
         /* agg[a] = sum over edges e into a of h[src(e)] + bond_emb(e), no [E, H] tensor */
         MM_CALL(mm_gin_aggregate(t, h, bt, bond_off, &b->gin_graph, &agg));              /* [A, H] */
-        MM_CALL(mm_model_linear(m, t, agg, m->gin.mlp0[l], &y1));                         /* [A, 2H] */
-        MM_CALL(mm_relu(t, y1, &a1));
-        MM_CALL(mm_model_linear(m, t, a1, m->gin.mlp2[l], &y2));                          /* [A, H] */
+        MM_CALL(model_linear(m, t, agg, m->gin.mlp0[l], true, &a1));                      /* [A, 2H], ReLU */
+        MM_CALL(model_linear(m, t, a1, m->gin.mlp2[l], false, &y2));                      /* [A, H] */
         MM_CALL(mm_model_param(m, t, m->gin.bn_w[l], &gamma));
         MM_CALL(mm_model_param(m, t, m->gin.bn_b[l], &beta));
-        MM_CALL(mm_batchnorm(t, y2, gamma, beta, m->gin.bn_mean[l], m->gin.bn_var[l], c->bn_momentum, c->bn_eps, &yn));
-        if (l < c->gin_layers - 1) MM_CALL(mm_relu(t, yn, &yn));
+        /* BatchNorm, then ReLU on every layer but the last */
+        MM_CALL((l < c->gin_layers - 1 ? mm_batchnorm_relu : mm_batchnorm)(
+            t, y2, gamma, beta, m->gin.bn_mean[l], m->gin.bn_var[l], c->bn_momentum, c->bn_eps, &yn));
         MM_CALL(mm_dropout(t, yn, c->gin_dropout, 0, MM_STREAM_DROPOUT + step * 64 + (uint64_t)l, b->atom_row0, &h));
     }
     mm_tensor *g;
     if (c->gin_pool == MM_POOL_SUM) MM_CALL(mm_segment_sum(t, h, b->ms->atom_offset, b->n, &g)); /* [n, H] */
     else MM_CALL(mm_segment_mean(t, h, b->ms->atom_offset, b->n, &g));
     if (c->gin_readout == MM_READOUT_MLP) {
-        MM_CALL(mm_model_linear(m, t, g, m->gin.readout0, &g));
-        MM_CALL(mm_relu(t, g, &g));
+        MM_CALL(model_linear(m, t, g, m->gin.readout0, true, &g));
     }
     MM_CALL(mm_model_linear(m, t, g, m->gin.out, z));
     return MM_OK;
