@@ -155,6 +155,25 @@ static void test_philox_known_answers(void **state)
     assert_int_equal(out[3], 0x6d5451fdu);
 }
 
+static void test_philox_blocks_match_single(void **state)
+{
+    (void)state;
+    /* runs shorter and longer than the 64 lanes, across a carry into the counter's high
+     * word and across the wrap of the counter */
+    const uint64_t starts[3] = {0, (1ull << 32) - 70, UINT64_MAX - 10};
+    const int64_t lens[5] = {1, 63, 64, 65, 200};
+    static uint32_t blocks[4 * 200];
+    for (int s = 0; s < 3; s++)
+        for (int l = 0; l < 5; l++) {
+            mm_philox4x32_blocks(0x1234567887654321ull, 77 + (uint64_t)s, starts[s], lens[l], blocks);
+            for (int64_t k = 0; k < lens[l]; k++) {
+                uint32_t one[4];
+                mm_philox4x32(0x1234567887654321ull, 77 + (uint64_t)s, starts[s] + (uint64_t)k, one);
+                assert_memory_equal(blocks + 4 * k, one, sizeof one);
+            }
+        }
+}
+
 static void test_rng_streams_and_random_access(void **state)
 {
     (void)state;
@@ -488,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_arena_alignment_and_growth),
         cmocka_unit_test(test_arena_red_zones),
         cmocka_unit_test(test_philox_known_answers),
+        cmocka_unit_test(test_philox_blocks_match_single),
         cmocka_unit_test(test_rng_streams_and_random_access),
         cmocka_unit_test(test_params_registry),
         cmocka_unit_test(test_adamw_matches_reference_formula),

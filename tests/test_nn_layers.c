@@ -314,6 +314,29 @@ static void test_dropout_mask_and_shards(void **state)
     mm_tape_destroy(&t);
 }
 
+/* Rows whose global element index does not start on a Philox block (cols 7, row_offset 3)
+ * and a tensor longer than one chunk of blocks: every element, forward and backward. */
+static void test_dropout_unaligned_rows(void **state)
+{
+    (void)state;
+    enum { R = 300, C = 7 };
+    static float x[R * C], gy[R * C], gx[R * C];
+    for (int i = 0; i < R * C; i++) x[i] = 0.5f + (float)(i % 5), gy[i] = (float)(i % 3) - 1.0f, gx[i] = 0.25f;
+    mm_tape t;
+    assert_int_equal(mm_tape_init(&t, 1 << 20), MM_OK);
+    const float p = 0.4f, scale = 1.0f / (1.0f - p);
+    mm_tensor *y;
+    assert_int_equal(mm_dropout(&t, wrap(&t, x, gx, 2, (int64_t[]){R, C}), p, 5, 11, 3, &y), MM_OK);
+    memcpy(y->grad, gy, sizeof gy);
+    assert_int_equal(mm_tape_run_backward(&t), MM_OK);
+    for (int64_t i = 0; i < (int64_t)R * C; i++) {
+        bool keep = mm_rng_uniform_at(5, 11, (uint64_t)(3 * C + i)) >= p;
+        assert_true(y->data[i] == (keep ? x[i] * scale : 0.0f));
+        assert_true(gx[i] == (keep ? 0.25f + scale * gy[i] : 0.25f));
+    }
+    mm_tape_destroy(&t);
+}
+
 static void test_dropout_grad(void **state)
 {
     (void)state;
@@ -722,6 +745,7 @@ int main(void)
         cmocka_unit_test(test_batchnorm_values_and_running_stats),
         cmocka_unit_test(test_batchnorm_eval_uses_running_stats),
         cmocka_unit_test(test_dropout_mask_and_shards),
+        cmocka_unit_test(test_dropout_unaligned_rows),
         cmocka_unit_test(test_dropout_grad),
         cmocka_unit_test(test_embedding_grad_repeated_indices),
         cmocka_unit_test(test_embedding_range_errors),

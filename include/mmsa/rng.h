@@ -28,6 +28,8 @@ enum {
 
 /* The 4 x 32-bit block number `counter` of (seed, stream). */
 void mm_philox4x32(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t out[4]);
+/* Blocks counter .. counter + n - 1 at once (the same values, faster): out [4 n]. */
+void mm_philox4x32_blocks(uint64_t seed, uint64_t stream, uint64_t counter, int64_t n, uint32_t *out);
 
 void mm_rng_init(mm_rng *r, uint64_t seed, uint64_t stream);
 uint32_t mm_rng_u32(mm_rng *r);

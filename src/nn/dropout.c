@@ -12,8 +12,16 @@ static mm_status dropout_backward(mm_node *nd)
 {
     dropout_ctx *c = nd->ctx;
     mm_tensor *x = nd->in[0], *y = nd->out;
-    for (int64_t i = 0; i < y->n; i++)
-        if (c->keep[i]) x->grad[i] += c->scale * y->grad[i];
+    /* local pointers, and every element computed then selected, so the loop vectorises;
+     * a dropped element's gradient is left as it was */
+    float *restrict gx = x->grad;
+    const float *restrict gy = y->grad;
+    const uint8_t *restrict keep = c->keep;
+    const float scale = c->scale;
+    for (int64_t i = 0, n = y->n; i < n; i++) {
+        float sum = gx[i] + scale * gy[i], old = gx[i];
+        gx[i] = keep[i] ? sum : old;
+    }
     return MM_OK;
 }
 
@@ -34,21 +42,27 @@ mm_status mm_dropout(mm_tape *t, mm_tensor *x, float p, uint64_t seed, uint64_t 
     MM_CALL(mm_tape_alloc(t, (size_t)x->n, (void **)&c->keep));
     c->scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
     /* Draws are those of mm_rng_uniform_at(seed, stream, g): lane g % 4 of Philox
-     * block g / 4. Consecutive indices share a block, so compute each block once. */
-    uint32_t blk[4];
-    uint64_t cur = UINT64_MAX;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < cols; j++) {
-            uint64_t g = (uint64_t)(row_offset + r) * (uint64_t)cols + (uint64_t)j;
-            if (g / 4 != cur) {
-                cur = g / 4;
-                mm_philox4x32(seed, stream, cur, blk);
-            }
-            float u = (float)(blk[g % 4] >> 8) * (1.0f / 16777216.0f);
-            int64_t i = r * cols + j;
-            c->keep[i] = u >= p;
-            y->data[i] = c->keep[i] ? x->data[i] * c->scale : 0.0f;
+     * block g / 4, g = g0 + i for element i (rows are consecutive). The blocks of a
+     * chunk of elements are computed together (mm_philox4x32_blocks), each once. */
+    enum { CHUNK_BLOCKS = 256 };
+    uint32_t draw[4 * CHUNK_BLOCKS];
+    const uint64_t g0 = (uint64_t)row_offset * (uint64_t)cols, n = (uint64_t)rows * (uint64_t)cols;
+    const float *restrict xs = x->data;
+    float *restrict ys = y->data;
+    uint8_t *restrict keep = c->keep;
+    const float scale = c->scale;
+    for (uint64_t i0 = 0; i0 < n;) {
+        uint64_t blk0 = (g0 + i0) / 4, i1 = 4 * (blk0 + CHUNK_BLOCKS) - g0; /* elements of these blocks */
+        if (i1 > n) i1 = n;
+        mm_philox4x32_blocks(seed, stream, blk0, (int64_t)((g0 + i1 - 1) / 4 - blk0 + 1), draw);
+        const uint32_t *d = draw + (g0 + i0 - 4 * blk0); /* draw of element i0 */
+        for (uint64_t i = i0; i < i1; i++) {
+            float u = (float)(int32_t)(d[i - i0] >> 8) * (1.0f / 16777216.0f), v = xs[i] * scale;
+            keep[i] = u >= p;
+            ys[i] = u >= p ? v : 0.0f;
         }
+        i0 = i1;
+    }
     MM_CALL(mm_tape_record(t, "dropout", dropout_backward, y, 1, &x, c));
     *out = y;
     return MM_OK;
