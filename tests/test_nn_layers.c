@@ -1,11 +1,12 @@
 /* Gradient and value tests for nn.h: LayerNorm, BatchNorm, dropout, multi-table
- * embedding, conv2d, conv1d, global average pooling. */
+ * embedding, conv2d (NCHW and channels last), conv1d, global average pooling. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -674,6 +675,129 @@ static void test_conv2d_blocked_matches_direct(void **state)
     }
 }
 
+/* ---- conv2d, channels last ---------------------------------------------------------- */
+
+static mm_status build_conv_nhwc(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)
+{
+    conv_args *a = ctx;
+    return mm_conv2d_nhwc(t, in[0], in[1], a->bias ? in[2] : NULL, a->stride, a->pad, out);
+}
+
+static void test_conv2d_nhwc_grad(void **state)
+{
+    (void)state;
+    float x[2 * 5 * 4 * 3], w[4 * 3 * 3 * 3], b[4];
+    gc_fill_uniform(x, 120, -1, 1, 91);
+    gc_fill_uniform(w, 108, -1, 1, 92);
+    gc_fill_uniform(b, 4, -1, 1, 93);
+    for (int s = 1; s <= 2; s++)
+        for (int pad = 0; pad <= 1; pad++) {
+            conv_args a = {s, pad, true};
+            gc_input in[3] = {IN(x, 4, 2, 5, 4, 3), IN(w, 4, 4, 3, 3, 3), IN(b, 1, 4)};
+            assert_int_equal(gradcheck(build_conv_nhwc, &a, 3, in, NULL), 0);
+        }
+    /* non-square 2x3 kernel, no bias; a 1x1 image (only the centre tap sees it) */
+    conv_args nb = {2, 1, false};
+    gc_input ns[2] = {IN(x, 4, 2, 5, 4, 3), IN(w, 4, 4, 3, 2, 3)};
+    assert_int_equal(gradcheck(build_conv_nhwc, &nb, 2, ns, NULL), 0);
+    conv_args one = {1, 1, true};
+    gc_input px[3] = {IN(x, 4, 3, 1, 1, 3), IN(w, 4, 4, 3, 3, 3), IN(b, 1, 4)};
+    assert_int_equal(gradcheck(build_conv_nhwc, &one, 3, px, NULL), 0);
+}
+
+/* The channels-last convolution is the NCHW one with its axes moved: values and every
+ * gradient, on image blocks large enough for several im2col blocks. */
+static void check_nhwc_vs_nchw(int N, int Ci, int H, int Co, int s, bool bias, uint64_t seed)
+{
+    int64_t nx = (int64_t)N * Ci * H * H, nw = (int64_t)Co * Ci * 9;
+    int Ho = (H + 2 - 3) / s + 1;
+    int64_t ny = (int64_t)N * Co * Ho * Ho;
+    float *x = malloc((size_t)nx * sizeof(float)), *xt = malloc((size_t)nx * sizeof(float));
+    float *gx = calloc((size_t)nx, sizeof(float)), *gxt = calloc((size_t)nx, sizeof(float));
+    float *dy = malloc((size_t)ny * sizeof(float));
+    assert_true(x && xt && gx && gxt && dy);
+    float w[64 * 16 * 9], b[64], gw[64 * 16 * 9] = {0}, gwt[64 * 16 * 9] = {0}, gb[64] = {0}, gbt[64] = {0};
+    assert_true(nw <= 64 * 16 * 9 && Co <= 64);
+    gc_fill_uniform(x, nx, -1, 1, seed);
+    gc_fill_uniform(w, nw, -1, 1, seed + 1);
+    gc_fill_uniform(b, Co, -1, 1, seed + 2);
+    gc_fill_uniform(dy, ny, -1, 1, seed + 3);
+    int64_t S = (int64_t)H * H, So = (int64_t)Ho * Ho;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < Ci; c++)
+            for (int64_t k = 0; k < S; k++) xt[((int64_t)n * S + k) * Ci + c] = x[((int64_t)n * Ci + c) * S + k];
+    mm_tape t;
+    assert_int_equal(mm_tape_init(&t, 1 << 20), MM_OK);
+    mm_tensor *y, *yt;
+    assert_int_equal(mm_conv2d(&t, wrap(&t, x, gx, 4, (int64_t[]){N, Ci, H, H}), wrap(&t, w, gw, 4, (int64_t[]){Co, Ci, 3, 3}),
+                               bias ? wrap(&t, b, gb, 1, (int64_t[]){Co}) : NULL, s, 1, &y),
+                     MM_OK);
+    assert_int_equal(mm_conv2d_nhwc(&t, wrap(&t, xt, gxt, 4, (int64_t[]){N, H, H, Ci}),
+                                    wrap(&t, w, gwt, 4, (int64_t[]){Co, Ci, 3, 3}),
+                                    bias ? wrap(&t, b, gbt, 1, (int64_t[]){Co}) : NULL, s, 1, &yt),
+                     MM_OK);
+    assert_int_equal(yt->shape[1], Ho);
+    assert_int_equal(yt->shape[3], Co);
+    double err = 0;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < Co; o++)
+            for (int64_t k = 0; k < So; k++) {
+                int64_t a = ((int64_t)n * Co + o) * So + k, bt = ((int64_t)n * So + k) * Co + o;
+                err = fmax(err, fabs(y->data[a] - yt->data[bt]));
+                y->grad[a] = dy[a];
+                yt->grad[bt] = dy[a];
+            }
+    assert_true(err < 1e-5);
+    assert_int_equal(mm_tape_run_backward(&t), MM_OK);
+    err = 0;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < Ci; c++)
+            for (int64_t k = 0; k < S; k++)
+                err = fmax(err, fabs(gx[((int64_t)n * Ci + c) * S + k] - gxt[((int64_t)n * S + k) * Ci + c]));
+    assert_true(err < 1e-5);
+    for (int64_t i = 0; i < nw; i++) assert_true(fabs(gw[i] - gwt[i]) < 1e-3 * fmax(1, fabs(gw[i])));
+    for (int o = 0; o < Co; o++) assert_true(fabs(gb[o] - gbt[o]) < 1e-3 * fmax(1, fabs(gb[o])));
+    mm_tape_destroy(&t);
+    free(x), free(xt), free(gx), free(gxt), free(dy);
+}
+
+static void test_conv2d_nhwc_matches_nchw(void **state)
+{
+    (void)state;
+    check_nhwc_vs_nchw(40, 3, 32, 8, 1, true, 101);  /* 3 input channels (the images), 2 blocks */
+    check_nhwc_vs_nchw(40, 3, 32, 8, 2, false, 111); /* the encoder's stride 2, no bias */
+    check_nhwc_vs_nchw(9, 16, 9, 64, 2, true, 121);  /* odd size, wider channels */
+}
+
+static mm_status build_gap_nhwc(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)
+{
+    (void)ctx;
+    return mm_global_avg_pool_nhwc(t, in[0], out);
+}
+
+static void test_global_avg_pool_nhwc(void **state)
+{
+    (void)state;
+    float x[2 * 2 * 3 * 3];
+    gc_fill_uniform(x, 36, -2, 2, 131);
+    gc_input in[1] = {IN(x, 4, 2, 2, 3, 3)};
+    assert_int_equal(gradcheck(build_gap_nhwc, NULL, 1, in, NULL), 0);
+    mm_tape t;
+    assert_int_equal(mm_tape_init(&t, 1 << 16), MM_OK);
+    mm_tensor *y;
+    assert_int_equal(mm_global_avg_pool_nhwc(&t, wrap(&t, x, NULL, 4, (int64_t[]){2, 2, 3, 3}), &y), MM_OK);
+    assert_int_equal(y->shape[1], 3);
+    for (int n = 0; n < 2; n++)
+        for (int c = 0; c < 3; c++) {
+            double s = 0;
+            for (int k = 0; k < 6; k++) s += x[(n * 6 + k) * 3 + c];
+            assert_float_equal(y->data[n * 3 + c], s / 6, 1e-6);
+        }
+    assert_int_equal(mm_global_avg_pool_nhwc(&t, wrap(&t, x, NULL, 2, (int64_t[]){6, 6}), &y), MM_ERR_ARG);
+    mm_error_clear();
+    mm_tape_destroy(&t);
+}
+
 /* ---- global average pooling ------------------------------------------------------ */
 
 static mm_status build_gap(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)
@@ -752,6 +876,9 @@ int main(void)
         cmocka_unit_test(test_conv2d_grad),
         cmocka_unit_test(test_conv2d_values),
         cmocka_unit_test(test_conv2d_blocked_matches_direct),
+        cmocka_unit_test(test_conv2d_nhwc_grad),
+        cmocka_unit_test(test_conv2d_nhwc_matches_nchw),
+        cmocka_unit_test(test_global_avg_pool_nhwc),
         cmocka_unit_test(test_conv1d_grad),
         cmocka_unit_test(test_conv1d_values),
         cmocka_unit_test(test_global_avg_pool),

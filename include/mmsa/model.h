@@ -115,7 +115,7 @@ typedef struct mm_batch {
     float *rbf;                     /* [n_pairs, n_rbf] */
     float *fcut;                    /* [n_pairs] cosine cutoff */
     int64_t *pairs_per_mol;         /* [n] */
-    float *image;                   /* [n, 3, H, W] value / 255 */
+    float *image;                   /* [n, H, W, 3] value / 255 (channels last) */
     int64_t *fp_ptr, *fp_col;       /* CSR of set fingerprint bits, [n+1], [nnz] */
     uint8_t *mask;                  /* [n, 4] modality present */
     uint8_t *mask_global;           /* [n_global, 4] */

@@ -92,6 +92,12 @@ mm_status mm_embedding_offsets(const int32_t *vocab, int nfeat, int64_t *off, in
 mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
                     int padding, mm_tensor **out);
 
+/* The same convolution with channels last: x [N, H, W, Cin] -> y [N, Ho, Wo, Cout], w and
+ * b as above. The image encoder's layout: the GEMM writes y in place, and y viewed as
+ * [N*Ho*Wo, Cout] is what BatchNorm over channels (rows = positions) wants. */
+mm_status mm_conv2d_nhwc(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
+                         int padding, mm_tensor **out);
+
 /* ---- 1-D convolution --------------------------------------------------------------
  * x [N, Cin, L], w [Cout, Cin, k], b [Cout] or NULL; zero padding `padding` at both
  * ends, step `stride`: y[n, o, j] = b[o] + sum_{i,q} w[o, i, q] x[n, i, j*s + q - pad],
@@ -103,5 +109,7 @@ mm_status mm_conv1d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int st
 /* ---- Global average pooling ------------------------------------------------------
  * x [N, C, H, W] (or [N, C, L]) -> [N, C]: mean over the spatial positions. */
 mm_status mm_global_avg_pool(mm_tape *t, mm_tensor *x, mm_tensor **out);
+/* Channels last: x [N, H, W, C] (or [N, L, C]) -> [N, C]. */
+mm_status mm_global_avg_pool_nhwc(mm_tape *t, mm_tensor *x, mm_tensor **out);
 
 #endif

@@ -213,6 +213,165 @@ mm_status mm_conv1d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int st
     return MM_OK;
 }
 
+/* ---- 2-D convolution, channels last ------------------------------------------ */
+
+/* NHWC: an image is [H, W, Cin], a column row is one output position (oh, ow) with the
+ * taps in the order (p, q, c), so an image block's columns are [nb*P, K] and the GEMM
+ * writes y [nb*P, Cout] in place: no transposed copies of y or dy. The weight keeps its
+ * [Cout, Cin, kh, kw] layout (checkpoints, the golden file); the op permutes it into the
+ * taps' order (wp) once per step and its gradient back. */
+typedef struct {
+    conv_geom g;
+    float *wp; /* [Cout, kh, kw, Cin] */
+} nhwc_ctx;
+
+/* col [P, K] of one image xi [H, W, Cin]; positions in the padding get 0. */
+static void im2col_nhwc(const conv_geom *g, const float *restrict xi, float *restrict col)
+{
+    int64_t K = g->kh * g->kw * g->Cin, C = g->Cin;
+    for (int64_t oh = 0; oh < g->Ho; oh++)
+        for (int64_t ow = 0; ow < g->Wo; ow++) {
+            float *restrict row = col + (oh * g->Wo + ow) * K;
+            for (int64_t p = 0; p < g->kh; p++) {
+                int64_t ih = oh * g->s - g->pad_h + p;
+                float *restrict dst = row + p * g->kw * C;
+                if (ih < 0 || ih >= g->H) {
+                    memset(dst, 0, (size_t)(g->kw * C) * sizeof(float));
+                    continue;
+                }
+                for (int64_t q = 0; q < g->kw; q++) {
+                    int64_t iw = ow * g->s - g->pad_w + q;
+                    if (iw < 0 || iw >= g->W) {
+                        for (int64_t c = 0; c < C; c++) dst[q * C + c] = 0.0f;
+                        continue;
+                    }
+                    const float *restrict src = xi + (ih * g->W + iw) * C;
+                    for (int64_t c = 0; c < C; c++) dst[q * C + c] = src[c];
+                }
+            }
+        }
+}
+
+/* Adjoint of im2col_nhwc: dxi [H, W, Cin] += the columns' contributions. */
+static void col2im_nhwc(const conv_geom *g, const float *restrict col, float *restrict dxi)
+{
+    int64_t K = g->kh * g->kw * g->Cin, C = g->Cin;
+    for (int64_t oh = 0; oh < g->Ho; oh++)
+        for (int64_t ow = 0; ow < g->Wo; ow++) {
+            const float *restrict row = col + (oh * g->Wo + ow) * K;
+            for (int64_t p = 0; p < g->kh; p++) {
+                int64_t ih = oh * g->s - g->pad_h + p;
+                if (ih < 0 || ih >= g->H) continue;
+                for (int64_t q = 0; q < g->kw; q++) {
+                    int64_t iw = ow * g->s - g->pad_w + q;
+                    if (iw < 0 || iw >= g->W) continue;
+                    const float *restrict src = row + (p * g->kw + q) * C;
+                    float *restrict dst = dxi + (ih * g->W + iw) * C;
+                    for (int64_t c = 0; c < C; c++) dst[c] += src[c];
+                }
+            }
+        }
+}
+
+static mm_status conv_nhwc_backward(mm_node *nd)
+{
+    const nhwc_ctx *cx = nd->ctx;
+    const conv_geom *g = &cx->g;
+    mm_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->in[2], *y = nd->out;
+    int64_t P = g->Ho * g->Wo, K = g->Cin * g->kh * g->kw, Cout = g->Cout, C = g->Cin;
+    int64_t hwc = g->H * g->W * C;
+    float *col = NULL, *dwp = NULL; /* col [nb*P, K] (then dcol), dwp [Cout, K] */
+    double *db = NULL;
+    if (w->grad || x->grad) MM_CALL(mm_tape_alloc(nd->tape, (size_t)(g->block * P * K) * sizeof(float), (void **)&col));
+    if (w->grad) MM_CALL(mm_tape_calloc(nd->tape, (size_t)(Cout * K) * sizeof(float), (void **)&dwp));
+    if (b && b->grad) MM_CALL(mm_tape_calloc(nd->tape, (size_t)Cout * sizeof(double), (void **)&db));
+    for (int64_t n0 = 0; n0 < g->N; n0 += g->block) {
+        int64_t nb = g->N - n0 < g->block ? g->N - n0 : g->block, M = nb * P;
+        const float *dy = y->grad + n0 * P * Cout; /* [M, Cout] */
+        if (db)
+            for (int64_t r = 0; r < M; r++) {
+                const float *restrict dr = dy + r * Cout;
+                double *restrict acc = db;
+                for (int64_t o = 0; o < Cout; o++) acc[o] += dr[o];
+            }
+        if (w->grad) {
+            /* dWp [Cout, K] += dy^T [Cout, M] col [M, K] */
+            for (int64_t i = 0; i < nb; i++) im2col_nhwc(g, x->data + (n0 + i) * hwc, col + i * P * K);
+            mm_sgemm(true, false, Cout, K, M, 1.0f, dy, Cout, col, K, 1.0f, dwp, K);
+        }
+        if (x->grad) {
+            /* dcol [M, K] = dy [M, Cout] Wp [Cout, K], folded back by col2im */
+            mm_sgemm(false, false, M, K, Cout, 1.0f, dy, Cout, cx->wp, K, 0.0f, col, K);
+            for (int64_t i = 0; i < nb; i++) col2im_nhwc(g, col + i * P * K, x->grad + (n0 + i) * hwc);
+        }
+    }
+    if (db)
+        for (int64_t o = 0; o < Cout; o++) b->grad[o] += (float)db[o];
+    if (dwp)
+        for (int64_t o = 0; o < Cout; o++)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t p = 0; p < g->kh; p++)
+                    for (int64_t q = 0; q < g->kw; q++)
+                        w->grad[((o * C + c) * g->kh + p) * g->kw + q] += dwp[o * K + (p * g->kw + q) * C + c];
+    return MM_OK;
+}
+
+mm_status mm_conv2d_nhwc(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride, int padding,
+                         mm_tensor **out)
+{
+    char sx[64], sw[64];
+    if (x->ndim != 4 || w->ndim != 4 || x->shape[3] != w->shape[1])
+        return MM_ERR(MM_ERR_ARG, "conv2d_nhwc: x %s and weight %s must be [N, H, W, Cin] and [Cout, Cin, kh, kw]",
+                      mm_shape_str(x, sx, sizeof sx), mm_shape_str(w, sw, sizeof sw));
+    if (b && b->n != w->shape[0])
+        return MM_ERR(MM_ERR_ARG, "conv2d_nhwc: bias %s does not match weight %s", mm_shape_str(b, sx, sizeof sx),
+                      mm_shape_str(w, sw, sizeof sw));
+    if (stride < 1 || padding < 0)
+        return MM_ERR(MM_ERR_ARG, "conv2d_nhwc: stride %d must be >= 1 and padding %d >= 0", stride, padding);
+    nhwc_ctx *cx;
+    MM_CALL(mm_tape_alloc(t, sizeof *cx, (void **)&cx));
+    conv_geom *g = &cx->g;
+    *g = (conv_geom){.N = x->shape[0], .Cin = x->shape[3], .H = x->shape[1], .W = x->shape[2],
+                     .Cout = w->shape[0], .kh = w->shape[2], .kw = w->shape[3],
+                     .s = stride, .pad_h = padding, .pad_w = padding};
+    int64_t hp = g->H + 2 * g->pad_h - g->kh, wp = g->W + 2 * g->pad_w - g->kw;
+    if (g->kh < 1 || g->kw < 1 || hp < 0 || wp < 0)
+        return MM_ERR(MM_ERR_ARG, "conv2d_nhwc: kernel of weight %s does not fit x %s with padding %d",
+                      mm_shape_str(w, sw, sizeof sw), mm_shape_str(x, sx, sizeof sx), padding);
+    g->Ho = hp / g->s + 1;
+    g->Wo = wp / g->s + 1;
+    int64_t P = g->Ho * g->Wo, K = g->Cin * g->kh * g->kw, Cout = g->Cout, C = g->Cin;
+    g->block = CONV_BLOCK_FLOATS / (P * K > 0 ? P * K : 1);
+    if (g->block < 1) g->block = 1;
+    if (g->block > g->N) g->block = g->N > 0 ? g->N : 1;
+
+    MM_CALL(mm_tape_alloc(t, (size_t)(Cout * K) * sizeof(float), (void **)&cx->wp));
+    for (int64_t o = 0; o < Cout; o++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t p = 0; p < g->kh; p++)
+                for (int64_t q = 0; q < g->kw; q++)
+                    cx->wp[o * K + (p * g->kw + q) * C + c] = w->data[((o * C + c) * g->kh + p) * g->kw + q];
+
+    mm_tensor *in[3] = {x, w, b};
+    mm_tensor *y;
+    MM_CALL(mm_tensor_new(t, 4, (int64_t[]){g->N, g->Ho, g->Wo, Cout}, mm_tape_wants_grad(t, 3, in), &y));
+    float *col; /* [nb*P, K] */
+    MM_CALL(mm_tape_alloc(t, (size_t)(g->block * P * K) * sizeof(float), (void **)&col));
+    int64_t hwc = g->H * g->W * C;
+    for (int64_t n0 = 0; n0 < g->N; n0 += g->block) {
+        int64_t nb = g->N - n0 < g->block ? g->N - n0 : g->block, M = nb * P;
+        float *yb = y->data + n0 * P * Cout;
+        for (int64_t i = 0; i < nb; i++) im2col_nhwc(g, x->data + (n0 + i) * hwc, col + i * P * K);
+        if (b)
+            for (int64_t r = 0; r < M; r++) memcpy(yb + r * Cout, b->data, (size_t)Cout * sizeof(float));
+        /* y [M, Cout] (+)= col [M, K] Wp^T [K, Cout] */
+        mm_sgemm(false, true, M, Cout, K, 1.0f, col, K, cx->wp, K, b ? 1.0f : 0.0f, yb, Cout);
+    }
+    MM_CALL(mm_tape_record(t, "conv2d_nhwc", conv_nhwc_backward, y, 3, in, cx));
+    *out = y;
+    return MM_OK;
+}
+
 /* ---- global average pooling ------------------------------------------------ */
 
 static mm_status gap_backward(mm_node *nd)
@@ -247,6 +406,49 @@ mm_status mm_global_avg_pool(mm_tape *t, mm_tensor *x, mm_tensor **out)
         y->data[i] = (float)(s / (double)S);
     }
     MM_CALL(mm_tape_record(t, "global_avg_pool", gap_backward, y, 1, &x, NULL));
+    *out = y;
+    return MM_OK;
+}
+
+static mm_status gap_nhwc_backward(mm_node *nd)
+{
+    mm_tensor *x = nd->in[0], *y = nd->out;
+    int64_t N = y->shape[0], C = y->shape[1], S = N * C > 0 ? x->n / (N * C) : 0;
+    float inv = S ? 1.0f / (float)S : 0.0f;
+    for (int64_t i = 0; i < N; i++) {
+        const float *restrict gy = y->grad + i * C;
+        for (int64_t k = 0; k < S; k++) {
+            float *restrict gx = x->grad + (i * S + k) * C;
+            for (int64_t c = 0; c < C; c++) gx[c] += gy[c] * inv;
+        }
+    }
+    return MM_OK;
+}
+
+mm_status mm_global_avg_pool_nhwc(mm_tape *t, mm_tensor *x, mm_tensor **out)
+{
+    if (x->ndim < 3) {
+        char sx[64];
+        return MM_ERR(MM_ERR_ARG, "global_avg_pool_nhwc: x %s must be [N, H, W, C] or [N, L, C]",
+                      mm_shape_str(x, sx, sizeof sx));
+    }
+    int64_t N = x->shape[0], C = x->shape[x->ndim - 1], S = 1;
+    for (int d = 1; d < x->ndim - 1; d++) S *= x->shape[d];
+    if (S == 0) return MM_ERR(MM_ERR_ARG, "global_avg_pool_nhwc: no spatial positions to average");
+    mm_tensor *y;
+    MM_CALL(mm_tensor_new2(t, N, C, mm_tape_wants_grad(t, 1, &x), &y));
+    double *acc;
+    MM_CALL(mm_tape_alloc(t, (size_t)C * sizeof(double), (void **)&acc));
+    for (int64_t i = 0; i < N; i++) {
+        memset(acc, 0, (size_t)C * sizeof(double));
+        for (int64_t k = 0; k < S; k++) {
+            const float *restrict xs = x->data + (i * S + k) * C;
+            double *restrict a = acc;
+            for (int64_t c = 0; c < C; c++) a[c] += xs[c];
+        }
+        for (int64_t c = 0; c < C; c++) y->data[i * C + c] = (float)(acc[c] / (double)S);
+    }
+    MM_CALL(mm_tape_record(t, "global_avg_pool_nhwc", gap_nhwc_backward, y, 1, &x, NULL));
     *out = y;
     return MM_OK;
 }

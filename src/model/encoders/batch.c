@@ -137,9 +137,13 @@ mm_status mm_batch_build(mm_tape *t, const mm_model *m, const mm_molset *ms, mm_
     MM_CALL(build_edges(t, ms, b));
     if (has_conf) MM_CALL(build_pairs(t, m, ms, b));
     if (has_img) {
-        int64_t npix = (int64_t)3 * ms->image_h * ms->image_w;
-        ALLOC(t, b->image, ms->n * npix);
-        for (int64_t i = 0; i < ms->n * npix; i++) b->image[i] = (float)ms->image[i] / 255.0f;
+        /* the dataset's [n, 3, H, W] bytes as the encoder's channels-last floats */
+        int64_t hw = (int64_t)ms->image_h * ms->image_w;
+        ALLOC(t, b->image, ms->n * 3 * hw);
+        for (int64_t i = 0; i < ms->n; i++)
+            for (int64_t k = 0; k < hw; k++)
+                for (int64_t ch = 0; ch < 3; ch++)
+                    b->image[(i * hw + k) * 3 + ch] = (float)ms->image[(i * 3 + ch) * hw + k] / 255.0f;
     }
     if (has_fp) {
         int64_t nbytes = c->fp_bits / 8, nnz = 0;
