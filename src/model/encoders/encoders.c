@@ -116,15 +116,15 @@ mm_status mm_encode_image(mm_model *m, mm_tape *t, const mm_batch *b, mm_tensor 
     mm_tensor *x;
     MM_CALL(mm_tensor_wrap(t, b->image, NULL, 4, (int64_t[]){b->n, c->image_size, c->image_size, 3}, &x));
     for (int s = 0; s < c->n_cnn_channels; s++) {
-        mm_tensor *w, *gamma, *beta, *y, *rows, *yn, *act;
+        mm_tensor *w, *gamma, *beta, *y, *rows, *act;
         MM_CALL(mm_model_param(m, t, m->cnn.conv[s], &w));
         MM_CALL(mm_conv2d_nhwc(t, x, w, NULL, 2, 1, &y));
         int64_t ch = y->shape[3];
         MM_CALL(mm_reshape(t, y, 2, (int64_t[]){y->n / ch, ch}, &rows));
         MM_CALL(mm_model_param(m, t, m->cnn.bn_w[s], &gamma));
         MM_CALL(mm_model_param(m, t, m->cnn.bn_b[s], &beta));
-        MM_CALL(mm_batchnorm(t, rows, gamma, beta, m->cnn.bn_mean[s], m->cnn.bn_var[s], c->bn_momentum, c->bn_eps, &yn));
-        MM_CALL(mm_relu(t, yn, &act));
+        MM_CALL(mm_batchnorm_relu(t, rows, gamma, beta, m->cnn.bn_mean[s], m->cnn.bn_var[s], c->bn_momentum, c->bn_eps,
+                                  &act));
         MM_CALL(mm_reshape(t, act, 4, y->shape, &x));
     }
     mm_tensor *pooled;
