@@ -45,6 +45,9 @@ VEC_SRC    := src/nn/graph_ops.c src/nn/conv.c src/nn/norm.c src/nn/ops_basic.c 
 ifneq ($(FUZZ),1)
 $(VEC_SRC:%.c=$(BUILD)/%.o): CFLAGS += $(VEC_CFLAGS)
 endif
+# The AMX bf16 kernel: only called after blas.c has found AMX-BF16 at run time, so the
+# build still runs on any x86-64.
+$(BUILD)/src/core/gemm_amx.o: CFLAGS += -mamx-tile -mamx-bf16 -mavx512f -mavx512bw -mavx512bf16
 
 LIB_C    := $(wildcard src/core/*.c src/nn/*.c src/chem/*.c src/data/*.c src/dist/*.c src/model/*/*.c)
 LIB_CXX  := $(wildcard src/chem/*.cpp)

@@ -127,6 +127,7 @@ typedef struct mm_ft_train_config {
     int64_t seed;
     int eval_chunk;                    /* molecules per evaluation forward */
     bool progress;                     /* one line per epoch on rank 0 (stderr) */
+    int precision;                     /* mm_precision of the layers' GEMMs */
 } mm_ft_train_config;
 
 typedef struct mm_ft_job {

@@ -69,6 +69,7 @@ typedef struct mm_train_config {
     int log_every;
     bool progress;
     int64_t holdout;           /* molecules kept out of training for retrieval evaluation */
+    int precision;             /* mm_precision of the layers' GEMMs */
 } mm_train_config;
 
 typedef struct mm_checkpoint_config {

@@ -109,11 +109,11 @@ static mm_status conv_backward(mm_node *nd)
         if (w->grad) {
             /* dW [Cout, K] += dy [Cout, nb*P] col^T [nb*P, K] */
             for (int64_t i = 0; i < nb; i++) im2col(g, x->data + (n0 + i) * chw, col, ld, i * P);
-            mm_sgemm(false, true, Cout, K, ld, 1.0f, dyt, ld, col, ld, 1.0f, w->grad, K);
+            mm_gemm(false, true, Cout, K, ld, 1.0f, dyt, ld, col, ld, 1.0f, w->grad, K);
         }
         if (x->grad) {
             /* dcol [K, nb*P] = W^T [K, Cout] dy [Cout, nb*P], folded back by col2im */
-            mm_sgemm(true, false, K, ld, Cout, 1.0f, w->data, K, dyt, ld, 0.0f, col, ld);
+            mm_gemm(true, false, K, ld, Cout, 1.0f, w->data, K, dyt, ld, 0.0f, col, ld);
             for (int64_t i = 0; i < nb; i++) col2im(g, col, ld, i * P, x->grad + (n0 + i) * chw);
         }
     }
@@ -162,7 +162,7 @@ static mm_status conv_forward(mm_tape *t, const char *op, mm_tensor *x, mm_tenso
         int64_t nb = g->N - n0 < g->block ? g->N - n0 : g->block, ld = nb * P;
         for (int64_t i = 0; i < nb; i++) im2col(g, x->data + (n0 + i) * chw, col, ld, i * P);
         /* tmp [Cout, nb*P] = W [Cout, K] col [K, nb*P] */
-        mm_sgemm(false, false, Cout, ld, K, 1.0f, w->data, K, col, ld, 0.0f, tmp, ld);
+        mm_gemm(false, false, Cout, ld, K, 1.0f, w->data, K, col, ld, 0.0f, tmp, ld);
         for (int64_t i = 0; i < nb; i++)
             for (int64_t o = 0; o < Cout; o++) {
                 float *yo = y->data + ((n0 + i) * Cout + o) * P;
@@ -297,11 +297,11 @@ static mm_status conv_nhwc_backward(mm_node *nd)
         if (w->grad) {
             /* dWp [Cout, K] += dy^T [Cout, M] col [M, K] */
             for (int64_t i = 0; i < nb; i++) im2col_nhwc(g, x->data + (n0 + i) * hwc, col + i * P * K);
-            mm_sgemm(true, false, Cout, K, M, 1.0f, dy, Cout, col, K, 1.0f, dwp, K);
+            mm_gemm(true, false, Cout, K, M, 1.0f, dy, Cout, col, K, 1.0f, dwp, K);
         }
         if (x->grad) {
             /* dcol [M, K] = dy [M, Cout] Wp [Cout, K], folded back by col2im */
-            mm_sgemm(false, false, M, K, Cout, 1.0f, dy, Cout, cx->wp, K, 0.0f, col, K);
+            mm_gemm(false, false, M, K, Cout, 1.0f, dy, Cout, cx->wp, K, 0.0f, col, K);
             for (int64_t i = 0; i < nb; i++) col2im_nhwc(g, col + i * P * K, x->grad + (n0 + i) * hwc);
         }
     }
@@ -365,7 +365,7 @@ mm_status mm_conv2d_nhwc(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, i
         if (b)
             for (int64_t r = 0; r < M; r++) memcpy(yb + r * Cout, b->data, (size_t)Cout * sizeof(float));
         /* y [M, Cout] (+)= col [M, K] Wp^T [K, Cout] */
-        mm_sgemm(false, true, M, Cout, K, 1.0f, col, K, cx->wp, K, b ? 1.0f : 0.0f, yb, Cout);
+        mm_gemm(false, true, M, Cout, K, 1.0f, col, K, cx->wp, K, b ? 1.0f : 0.0f, yb, Cout);
     }
     MM_CALL(mm_tape_record(t, "conv2d_nhwc", conv_nhwc_backward, y, 3, in, cx));
     *out = y;

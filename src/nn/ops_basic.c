@@ -67,8 +67,8 @@ static mm_status linear_backward(mm_node *nd)
 {
     mm_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->in[2], *y = nd->out;
     int64_t n = x->shape[0], in = w->shape[1], o = w->shape[0];
-    if (x->grad) mm_sgemm(false, false, n, in, o, 1.0f, y->grad, o, w->data, in, 1.0f, x->grad, in);
-    if (w->grad) mm_sgemm(true, false, o, in, n, 1.0f, y->grad, o, x->data, in, 1.0f, w->grad, in);
+    if (x->grad) mm_gemm(false, false, n, in, o, 1.0f, y->grad, o, w->data, in, 1.0f, x->grad, in);
+    if (w->grad) mm_gemm(true, false, o, in, n, 1.0f, y->grad, o, x->data, in, 1.0f, w->grad, in);
     if (b && b->grad) {
         float *restrict gb = b->grad; /* a local pointer: the loop vectorises (same sums, rows in order) */
         for (int64_t i = 0; i < n; i++) {
@@ -110,7 +110,7 @@ static mm_status linear(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, bo
     if (b) {
         for (int64_t i = 0; i < n; i++) memcpy(y->data + i * o, b->data, (size_t)o * sizeof(float));
     }
-    mm_sgemm(false, true, n, o, in, 1.0f, x->data, in, w->data, in, b ? 1.0f : 0.0f, y->data, o);
+    mm_gemm(false, true, n, o, in, 1.0f, x->data, in, w->data, in, b ? 1.0f : 0.0f, y->data, o);
     if (relu) relu_inplace(y->data, y->n);
     MM_CALL(mm_tape_record(t, relu ? "linear_relu" : "linear", relu ? linear_relu_backward : linear_backward, y, 3,
                            ins, NULL));

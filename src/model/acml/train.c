@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "mmsa/blas.h"
 #include "mmsa/acml.h"
 #include "mmsa/checkpoint.h"
 #include "mmsa/finetune.h"
@@ -362,6 +363,7 @@ mm_status mm_acml_trainer_init(mm_acml_trainer *tr, const mm_job *job, mm_dist *
     tr->d = d;
     tr->perm_epoch = -1;
     const mm_train_config *T = &job->train;
+    MM_CALL(mm_blas_set_precision(T->precision));
     MM_CALL(mm_dist_agree(d, open_run(tr)));
     MM_CALL(mm_run_checkpoint_dir(T->run_dir, d, tr->ckpt_dir, sizeof tr->ckpt_dir));
     MM_CALL(mm_tape_init(&tr->tape, 64u << 20));

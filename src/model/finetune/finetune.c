@@ -1,5 +1,6 @@
 /* finetune.c: one mmsa_finetune run (finetune.h): data, label checks, split, and for
  * every seed a GIN encoder + head trained data-parallel and selected on validation. */
+#include "mmsa/blas.h"
 #include "mmsa/finetune.h"
 
 #include <errno.h>
@@ -1162,6 +1163,7 @@ mm_status mm_finetune_run(const mm_ft_job *job, mm_dist *d, unsigned flags, mm_f
     if (!res) res = &local;
     memset(res, 0, sizeof *res);
     MM_CALL(mm_ft_job_validate(job, NULL, NULL));
+    MM_CALL(mm_blas_set_precision(job->train.precision));
     ft_run *r = mm_calloc(1, sizeof *r);
     if (!r) return MM_ERR(MM_ERR_NOMEM, "fine-tuning run");
     r->job = job;

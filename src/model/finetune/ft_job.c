@@ -65,6 +65,8 @@ static const mm_cfg_field fields[] = {
     F(train, mm_ft_train_config, seed, MM_CFG_INT64, "0", 0, 9.2e18, "seed of the first run (then seed + 1, ...)"),
     F(train, mm_ft_train_config, eval_chunk, MM_CFG_INT, "256", 1, 1 << 20, "molecules per forward pass in evaluation"),
     F(train, mm_ft_train_config, progress, MM_CFG_BOOL, "true", 1, 0, "one line per epoch on rank 0"),
+    FE(train, mm_ft_train_config, precision, "fp32", "fp32|bf16",
+       "the layers' products (Linear, convolution): fp32, or bf16 = bfloat16 inputs with float32 accumulation on Intel AMX tiles (an error without AMX-BF16); losses, kNN, memory bank and optimiser stay float32"),
 };
 
 static const char *const section_docs[] = {

@@ -81,6 +81,8 @@ static const mm_cfg_field fields[] = {
     F(train, mm_train_config, grad_clip, MM_CFG_FLOAT, "1.0", 0, 1e9, "clip the global gradient norm to this (0: off)"),
     F(train, mm_train_config, log_every, MM_CFG_INT, "10", 1, 1 << 30, "write a JSON line to run_dir/log.jsonl every N steps"),
     F(train, mm_train_config, progress, MM_CFG_BOOL, "true", 1, 0, "progress line with ETA on rank 0"),
+    FE(train, mm_train_config, precision, "fp32", "fp32|bf16",
+       "the layers' products (Linear, convolution): fp32, or bf16 = bfloat16 inputs with float32 accumulation on Intel AMX tiles (an error without AMX-BF16); losses, kNN, memory bank and optimiser stay float32"),
     F(train, mm_train_config, holdout, MM_CFG_INT64, "0", 0, 9.2e18, "last N molecules of the dataset are held out of training"),
 
     F(checkpoint, mm_checkpoint_config, every, MM_CFG_INT64, "500", 0, 9.2e18, "write a checkpoint every N steps (0: only at the end)"),

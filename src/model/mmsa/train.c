@@ -1,4 +1,5 @@
 /* train.c: the pre-training loop (train.h). */
+#include "mmsa/blas.h"
 #include "mmsa/train.h"
 
 #include <math.h>
@@ -62,6 +63,7 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
     tr->d = d;
     tr->perm_epoch = -1;
     const mm_train_config *T = &job->train;
+    MM_CALL(mm_blas_set_precision(T->precision));
     MM_CALL(mm_dist_agree(d, open_dataset(tr, job, d)));
     tr->sched = (mm_schedule){T->lr, T->lr_min, T->warmup_steps, tr->total_steps};
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mmsa/blas.h"
 #include "mmsa/checkpoint.h"
 #include "mmsa/run.h"
 #include "mmsa/spectrum.h"
@@ -106,6 +107,7 @@ mm_status mm_spectrum_trainer_init(mm_spectrum_trainer *tr, const mm_job *job, m
     tr->d = d;
     tr->perm_epoch = -1;
     const mm_train_config *T = &job->train;
+    MM_CALL(mm_blas_set_precision(T->precision));
     if (job->model.objective != MM_OBJ_SPECTRUM_AE)
         return MM_ERR(MM_ERR_ARG, "spectrum trainer: model.objective is not spectrum_autoencoder");
     tr->modality = job->spectrum.kind == MM_NMR_13C ? MM_MOD_NMR13C : MM_MOD_NMR1H;
