@@ -41,7 +41,8 @@ endif
 # -fno-trapping-math only lets a select compute both sides (nothing reads FP exception
 # flags).
 VEC_CFLAGS := -ftree-vectorize -fvect-cost-model=dynamic -fno-trapping-math
-VEC_SRC    := src/nn/graph_ops.c src/nn/conv.c src/nn/norm.c src/nn/ops_basic.c src/nn/dropout.c src/core/rng.c
+VEC_SRC    := src/nn/graph_ops.c src/nn/conv.c src/nn/norm.c src/nn/ops_basic.c src/nn/dropout.c src/core/rng.c \
+              src/nn/cfconv.c
 ifneq ($(FUZZ),1)
 $(VEC_SRC:%.c=$(BUILD)/%.o): CFLAGS += $(VEC_CFLAGS)
 endif

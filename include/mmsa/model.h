@@ -109,12 +109,13 @@ typedef struct mm_batch {
     int64_t *edge_src, *edge_dst;   /* [n_edges] atom rows (local to the rank) */
     int32_t *edge_feat;             /* [n_edges, 3] bond type (5 = self loop), stereo, conjugated */
     mm_graph gin_graph;             /* the same edges indexed for mm_gin_aggregate */
-    /* SchNet: ordered atom pairs within the cutoff, molecules with a conformer only */
+    /* SchNet: atom pairs p < q within the cutoff, molecules with a conformer only; each
+     * stands for both directions (mm_cfconv) */
     int64_t n_pairs;
-    int64_t *pair_p, *pair_q;       /* [n_pairs] */
+    int64_t *pair_p, *pair_q;       /* [n_pairs], p < q, sorted by p then q */
     float *rbf;                     /* [n_pairs, n_rbf] */
     float *fcut;                    /* [n_pairs] cosine cutoff */
-    int64_t *pairs_per_mol;         /* [n] */
+    int64_t *pairs_per_mol;         /* [n] unordered pairs of each molecule */
     float *image;                   /* [n, H, W, 3] value / 255 (channels last) */
     int64_t *fp_ptr, *fp_col;       /* CSR of set fingerprint bits, [n+1], [nnz] */
     uint8_t *mask;                  /* [n, 4] modality present */

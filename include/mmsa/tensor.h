@@ -32,7 +32,7 @@ typedef struct mm_tape mm_tape;
 typedef struct mm_node mm_node;
 typedef mm_status (*mm_backward_fn)(mm_node *node);
 
-#define MM_NODE_MAX_IN 4
+#define MM_NODE_MAX_IN 5
 struct mm_node {
     mm_backward_fn backward;
     const char *op;               /* name, for error messages */

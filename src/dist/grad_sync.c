@@ -133,7 +133,7 @@ mm_status mm_grad_sync_begin(mm_grad_sync *g, mm_tape *t)
             int i = param_of(g->p, x->grad);
             if (i >= 0 && nd->seq < g->first_use[i]) g->first_use[i] = nd->seq;
         }
-    /* Ops that keep their inputs outside nd->in (more than 4 inputs) cannot hide a
+    /* Ops that keep their inputs outside nd->in (more than MM_NODE_MAX_IN inputs) cannot hide a
      * parameter here: parameters enter the graph through linear, embedding, conv and
      * normalisation ops, which take them as inputs. A parameter never used has
      * first_use = INT64_MAX: its bucket is ready at once. */

@@ -38,6 +38,9 @@ static mm_status build_edges(mm_tape *t, const mm_molset *ms, mm_batch *b)
     return MM_OK;
 }
 
+/* SchNet's pairs: each unordered pair p < q of a molecule within the cutoff, once (the
+ * filter is a function of the distance, the same both ways; mm_cfconv uses it for (p, q)
+ * and (q, p)), sorted by p then q. */
 static mm_status build_pairs(mm_tape *t, const mm_model *m, const mm_molset *ms, mm_batch *b)
 {
     const mm_model_config *c = &m->cfg;
@@ -50,8 +53,7 @@ static mm_status build_pairs(mm_tape *t, const mm_model *m, const mm_molset *ms,
         int64_t cnt = 0;
         if (b->mask[i * MM_N_MODS + MM_MOD_CONF_I]) {
             for (int64_t p = ms->atom_offset[i]; p < ms->atom_offset[i + 1]; p++)
-                for (int64_t q = ms->atom_offset[i]; q < ms->atom_offset[i + 1]; q++) {
-                    if (p == q) continue;
+                for (int64_t q = p + 1; q < ms->atom_offset[i + 1]; q++) {
                     double dx = (double)ms->xyz[3 * p] - ms->xyz[3 * q], dy = (double)ms->xyz[3 * p + 1] - ms->xyz[3 * q + 1],
                            dz = (double)ms->xyz[3 * p + 2] - ms->xyz[3 * q + 2];
                     if (sqrt(dx * dx + dy * dy + dz * dz) < cutoff) cnt++;
@@ -70,8 +72,7 @@ static mm_status build_pairs(mm_tape *t, const mm_model *m, const mm_molset *ms,
     for (int64_t i = 0; i < ms->n; i++) {
         if (!b->mask[i * MM_N_MODS + MM_MOD_CONF_I]) continue;
         for (int64_t p = ms->atom_offset[i]; p < ms->atom_offset[i + 1]; p++)
-            for (int64_t q = ms->atom_offset[i]; q < ms->atom_offset[i + 1]; q++) {
-                if (p == q) continue;
+            for (int64_t q = p + 1; q < ms->atom_offset[i + 1]; q++) {
                 double dx = (double)ms->xyz[3 * p] - ms->xyz[3 * q], dy = (double)ms->xyz[3 * p + 1] - ms->xyz[3 * q + 1],
                        dz = (double)ms->xyz[3 * p + 2] - ms->xyz[3 * q + 2];
                 double d = sqrt(dx * dx + dy * dy + dz * dz);

@@ -2,6 +2,7 @@
  * rank's molecules to z [n, embed_dim]. */
 #include <string.h>
 
+#include "mmsa/cfconv.h"
 #include "mmsa/graph_ops.h"
 #include "mmsa/index_ops.h"
 #include "mmsa/model.h"
@@ -74,7 +75,7 @@ mm_status mm_encode_conformer(mm_model *m, mm_tape *t, const mm_batch *b, mm_ten
 {
     const mm_model_config *c = &m->cfg;
     mm_tape_scope(t, MM_SCOPE_SCHNET);
-    mm_tensor *table, *h, *rbf, *fcut;
+    mm_tensor *table, *h;
     int64_t off0 = 0;
     MM_CALL(mm_model_param(m, t, m->schnet.emb, &table));
     /* the atom-type row is the OGB atomic-number index, column 0 of atom_feat */
@@ -82,18 +83,17 @@ mm_status mm_encode_conformer(mm_model *m, mm_tape *t, const mm_batch *b, mm_ten
     MM_CALL(mm_tape_alloc(t, (size_t)(b->n_atoms ? b->n_atoms : 1) * sizeof(int32_t), (void **)&z_idx));
     for (int64_t a = 0; a < b->n_atoms; a++) z_idx[a] = b->ms->atom_feat[9 * a];
     MM_CALL(mm_embedding_multi(t, table, z_idx, b->n_atoms, 1, &off0, &h));                /* [A, Hs] */
-    MM_CALL(mm_tensor_wrap(t, b->rbf, NULL, 2, (int64_t[]){b->n_pairs, c->schnet_n_rbf}, &rbf));
-    MM_CALL(mm_tensor_wrap(t, b->fcut, NULL, 1, (int64_t[]){b->n_pairs}, &fcut));
+    /* the batch's pairs (p < q, each for both directions) live on the tape, as mm_cfconv wants */
+    mm_cfconv_pairs pairs = {b->n_pairs, c->schnet_n_rbf, b->pair_p, b->pair_q, b->rbf, b->fcut, 0};
     for (int k = 0; k < c->schnet_interactions; k++) {
-        mm_tensor *f1, *f1a, *w, *x, *xq, *msg, *agg, *v1, *v1a, *v;
-        MM_CALL(mm_model_linear(m, t, rbf, m->schnet.filter0[k], &f1));                     /* [P, F] */
-        MM_CALL(mm_ssp(t, f1, &f1a));
-        MM_CALL(mm_model_linear(m, t, f1a, m->schnet.filter2[k], &w));
-        MM_CALL(mm_row_scale(t, w, fcut, &w));                                                /* * fcut */
+        mm_tensor *w0, *b0, *w2, *b2, *x, *agg, *v1, *v1a, *v;
+        MM_CALL(mm_model_param(m, t, m->schnet.filter0[k].w, &w0));
+        MM_CALL(mm_model_param(m, t, m->schnet.filter0[k].b, &b0));
+        MM_CALL(mm_model_param(m, t, m->schnet.filter2[k].w, &w2));
+        MM_CALL(mm_model_param(m, t, m->schnet.filter2[k].b, &b2));
         MM_CALL(mm_model_linear(m, t, h, m->schnet.lin1[k], &x));                            /* [A, F] */
-        MM_CALL(mm_gather_rows(t, x, b->pair_q, b->n_pairs, &xq));
-        MM_CALL(mm_mul(t, xq, w, &msg));
-        MM_CALL(mm_scatter_add_rows(t, msg, b->pair_p, b->n_pairs, b->n_atoms, &agg));        /* [A, F] */
+        /* agg[p] = sum over pairs (p, q) of x[q] * filter(rbf, fcut), no [P, F] tensor */
+        MM_CALL(mm_cfconv(t, x, &pairs, w0, b0, w2, b2, &agg));                               /* [A, F] */
         MM_CALL(mm_model_linear(m, t, agg, m->schnet.lin2[k], &v1));                         /* [A, Hs] */
         MM_CALL(mm_ssp(t, v1, &v1a));
         MM_CALL(mm_model_linear(m, t, v1a, m->schnet.lin[k], &v));
