@@ -93,9 +93,9 @@ static void test_gradcheck(void **state)
     gc_fill_uniform(b0, F, -0.5f, 0.5f, 5);
     gc_fill_uniform(w2, F * F, -1.0f, 1.0f, 6);
     gc_fill_uniform(b2, F, -0.5f, 0.5f, 7);
-    const int64_t blocks[] = {1, 3, 0};
-    for (int bi = 0; bi < 3; bi++) {
-        gc_arg a = {{P, R, p, q, rbf, fcut, blocks[bi]}};
+    const int64_t blocks[] = {1, 3, 0, 3};
+    for (int bi = 0; bi < 4; bi++) {
+        gc_arg a = {{P, R, p, q, rbf, fcut, blocks[bi], bi == 3}};
         gc_input in[5] = {{x, 2, {A, F}, true},   {w0, 2, {F, R}, true}, {b0, 1, {F}, true},
                           {w2, 2, {F, F}, true},  {b2, 1, {F}, true}};
         assert_int_equal(gradcheck(build_cfconv, &a, 5, in, NULL), 0);
@@ -123,7 +123,7 @@ static void test_bad_input(void **state)
     assert_int_equal(mm_tensor_wrap(&t, buf, NULL, 2, (int64_t[]){2, 2}, &w2), MM_OK);
     assert_int_equal(mm_tensor_wrap(&t, buf, NULL, 1, (int64_t[]){2}, &b2), MM_OK);
     int64_t p[2] = {0, 1}, q[2] = {1, 2}, qbad[2] = {1, 3}, qself[2] = {1, 1};
-    mm_cfconv_pairs pr = {2, 4, p, q, buf, buf, 0};
+    mm_cfconv_pairs pr = {2, 4, p, q, buf, buf, 0, false};
     assert_int_equal(mm_cfconv(&t, x, &pr, w0, b0, w2, b2, &y), MM_OK);
     assert_arg_error(mm_cfconv(&t, x, &pr, w0bad, b0, w2, b2, &y), "W0 [2, 5]");
     assert_arg_error(mm_cfconv(&t, x, &pr, w0, b0, w0, b2, &y), "W2 [2, 4]");
@@ -149,7 +149,7 @@ static void test_no_pairs(void **state)
     mm_tensor *in[5], *y;
     for (int i = 0, off = 0; i < 5; off += (int)sz[i], i++)
         assert_int_equal(mm_tensor_wrap(&t, data + off, grad + off, sh[i][1] ? 2 : 1, sh[i], &in[i]), MM_OK);
-    mm_cfconv_pairs pr = {0, R, NULL, NULL, NULL, NULL, 0};
+    mm_cfconv_pairs pr = {0, R, NULL, NULL, NULL, NULL, 0, true};
     assert_int_equal(mm_cfconv(&t, in[0], &pr, in[1], in[2], in[3], in[4], &y), MM_OK);
     assert_true(y->shape[0] == A && y->shape[1] == F && y->grad);
     for (int64_t i = 0; i < A * F; i++) {
@@ -348,8 +348,10 @@ static void test_op_matches_unfused(void **state)
     const int64_t dims[5][2] = {{A, F}, {F, R}, {F, 0}, {F, F}, {F, 0}};
     float *y_ref = malloc((size_t)(A * F) * sizeof(float));
     double worst_val = 0, worst_grad = 0;
-    const int64_t blocks[] = {0 /* reference */, 1, 7, 0, 100000};
-    for (int run = 0; run < 5; run++) {
+    /* runs 5 and 6 keep the filters: the same values as runs 2 and 3, bit for bit */
+    const int64_t blocks[] = {0 /* reference */, 1, 7, 0, 100000, 7, 0};
+    float *kept_y[2], *kept_g[2][5];
+    for (int run = 0; run < 7; run++) {
         assert_int_equal(mm_tape_reset(t), MM_OK);
         float **gr = run == 0 ? grad_ref : grad;
         mm_tensor *in[5], *y;
@@ -362,7 +364,7 @@ static void test_op_matches_unfused(void **state)
         if (run == 0) {
             assert_int_equal(unfused(t, &o, R, A, in[0], in[1], in[2], in[3], in[4], &y), MM_OK);
         } else {
-            mm_cfconv_pairs pr = {P, R, pp, qq, rbf, fc, blocks[run]};
+            mm_cfconv_pairs pr = {P, R, pp, qq, rbf, fc, blocks[run], run >= 5};
             assert_int_equal(mm_cfconv(t, in[0], &pr, in[1], in[2], in[3], in[4], &y), MM_OK);
         }
         memcpy(y->grad, g_out, (size_t)(A * F) * sizeof(float));
@@ -371,8 +373,21 @@ static void test_op_matches_unfused(void **state)
             memcpy(y_ref, y->data, (size_t)(A * F) * sizeof(float));
             continue;
         }
+        if (run == 2 || run == 3) { /* for the runs that keep the filters */
+            kept_y[run - 2] = malloc((size_t)(A * F) * sizeof(float));
+            memcpy(kept_y[run - 2], y->data, (size_t)(A * F) * sizeof(float));
+            for (int i = 0; i < 5; i++) {
+                kept_g[run - 2][i] = malloc((size_t)sz[i] * sizeof(float));
+                memcpy(kept_g[run - 2][i], grad[i], (size_t)sz[i] * sizeof(float));
+            }
+        }
+        if (run >= 5) {
+            assert_memory_equal(y->data, kept_y[run - 5], (size_t)(A * F) * sizeof(float));
+            for (int i = 0; i < 5; i++) assert_memory_equal(grad[i], kept_g[run - 5][i], (size_t)sz[i] * sizeof(float));
+        }
         double dv = rel_diff(y->data, y_ref, A * F, &worst_val);
-        printf("  block %6lld: out %.1e, grads x %.1e W0 %.1e b0 %.1e W2 %.1e b2 %.1e\n", (long long)blocks[run], dv,
+        printf("  block %6lld%s: out %.1e, grads x %.1e W0 %.1e b0 %.1e W2 %.1e b2 %.1e\n", (long long)blocks[run],
+               run >= 5 ? " kept" : "     ", dv,
                rel_diff(grad[0], grad_ref[0], sz[0], &worst_grad), rel_diff(grad[1], grad_ref[1], sz[1], &worst_grad),
                rel_diff(grad[2], grad_ref[2], sz[2], &worst_grad), rel_diff(grad[3], grad_ref[3], sz[3], &worst_grad),
                rel_diff(grad[4], grad_ref[4], sz[4], &worst_grad));
@@ -387,7 +402,11 @@ static void test_op_matches_unfused(void **state)
         free(data[i]);
         free(grad_ref[i]);
         free(grad[i]);
+        free(kept_g[0][i]);
+        free(kept_g[1][i]);
     }
+    free(kept_y[0]);
+    free(kept_y[1]);
     free(g_out);
     free(y_ref);
     free(pp);
@@ -447,7 +466,9 @@ static void test_encoder_matches_unfused(void **state)
     float *g_out = malloc((size_t)(n * E) * sizeof(float));
     gc_fill_uniform(g_out, n * E, -1.0f, 1.0f, 5);
     double worst_val = 0, worst_grad = 0;
-    for (int fused = 0; fused < 2; fused++) {
+    /* unfused, then fused keeping the filters for the backward, then recomputing them */
+    for (int fused = 0; fused < 3; fused++) {
+        f.m.cfg.schnet_keep_filters = fused == 1;
         mm_batch *b = batch(&f);
         ordered o = expand(b, f.job.model.schnet_n_rbf);
         mm_params_zero_grad(pa);
@@ -464,7 +485,8 @@ static void test_encoder_matches_unfused(void **state)
             memcpy(g_ref, pa->grad, pa->total * sizeof(float));
             continue;
         }
-        printf("  encoder z %.1e\n", rel_diff(z->data, z_ref, n * E, &worst_val));
+        printf("  encoder (%s) z %.1e\n", fused == 1 ? "filters kept" : "filters recomputed",
+               rel_diff(z->data, z_ref, n * E, &worst_val));
         int checked = 0;
         for (int i = 0; i < pa->count; i++) {
             const mm_param_info *in = &pa->info[i];

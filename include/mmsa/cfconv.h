@@ -15,7 +15,10 @@
  * for both directions, and the op never holds a [pairs, F] tensor: it walks the pairs
  * in blocks of `block`, computes a block's filters with two small GEMMs and uses them at
  * once; the backward recomputes them and adds the weight gradients block by block as
- * GEMMs. Its memory is O(block * F), not O(pairs * F).
+ * GEMMs. Its memory is O(block * F), not O(pairs * F). With `keep`, the forward instead
+ * keeps each block's pre-activation and filters (two [pairs, F] arrays on the tape, when
+ * a gradient is wanted) and the backward reads them back: 3 GEMMs per block instead of 5,
+ * for 2 * pairs * F floats, the same values either way.
  *
  * Contract as ops.h: out lives in the tape's arena, the backward ADDS into the gradients
  * of x, W0, b0, W2, b2 (whichever carry one); rbf, fcut and the indices are data (no
@@ -27,11 +30,12 @@
 #ifndef MMSA_CFCONV_H
 #define MMSA_CFCONV_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "mmsa/tensor.h"
 
-/* Pairs per block when mm_cfconv_pairs.block is 0: the block's four [block, F] float
+/* Pairs per block when mm_cfconv_pairs.block is 0: the block's five [block, F] float
  * buffers stay in L2 at F = 128. */
 #define MM_CFCONV_BLOCK 128
 
@@ -42,6 +46,7 @@ typedef struct mm_cfconv_pairs {
     const float *rbf;         /* [n_pairs, n_rbf] */
     const float *fcut;        /* [n_pairs] */
     int64_t block;            /* pairs per block, 0 = MM_CFCONV_BLOCK */
+    bool keep;                /* keep the filters for the backward instead of recomputing */
 } mm_cfconv_pairs;
 
 mm_status mm_cfconv(mm_tape *t, mm_tensor *x, const mm_cfconv_pairs *pairs, mm_tensor *w0, mm_tensor *b0,

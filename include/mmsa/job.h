@@ -34,6 +34,7 @@ typedef struct mm_model_config {
     int gin_readout;           /* mm_gin_readout: linear, or Linear-ReLU-Linear (ACML's student) */
     int schnet_hidden, schnet_filters, schnet_interactions, schnet_n_rbf;
     float schnet_cutoff;
+    bool schnet_keep_filters;       /* cfconv keeps its filters for the backward (cfconv.h) */
     int n_cnn_channels;        /* count of cnn_channels (must precede it) */
     int cnn_channels[MM_CFG_LIST_MAX];
     int image_size;

@@ -5,7 +5,8 @@
  *   a1 = ssp(f1)
  *   wb = a1 W2^T + b2                 GEMM  [nb, F] x [F, F]
  *   out[p_k] += x[q_k] * (wb_k * fcut_k),  out[q_k] += x[p_k] * (wb_k * fcut_k)
- * Backward, per block, with G = d out: the same filters again, then
+ * Backward, per block, with G = d out: the same filters again (with pairs.keep, f1 and
+ * wb as the forward stored them, a1 and ssp'(f1) from f1 elementwise), then
  *   dx[q_k] += G[p_k] * (wb_k * fcut_k),   dx[p_k] += G[q_k] * (wb_k * fcut_k)
  *   dwb_k    = (G[p_k] * x[q_k] + G[q_k] * x[p_k]) * fcut_k
  *   db2 += colsum dwb,  dW2 += dwb^T a1,  da1 = dwb W2,  df1 = da1 * ssp'(f1),
@@ -95,6 +96,7 @@ void mm_cfconv_ssp(const float *restrict x, int64_t n, float *restrict ssp, floa
 typedef struct {
     mm_cfconv_pairs pr; /* block resolved */
     float *scratch;     /* [5, block, F] */
+    float *kept;        /* with pr.keep: [2, n_pairs, F], f1 then wb of every pair */
 } cf_ctx;
 
 /* f1 = rbf_blk W0^T + b0, a1 = ssp(f1) (sig = ssp'(f1) when sig), wb = a1 W2^T + b2 */
@@ -128,7 +130,12 @@ static mm_status cfconv_backward(mm_node *nd)
     float *restrict gx = x->grad;
     for (int64_t k0 = 0; k0 < pr->n_pairs; k0 += B) {
         int64_t nb = pr->n_pairs - k0 < B ? pr->n_pairs - k0 : B;
-        block_filters(pr, k0, nb, F, w0, b0, w2, b2, f1, a1, f1_grad ? sig : NULL, wb);
+        if (c->kept) { /* the forward's f1 and filters: a1 and ssp' again, no GEMM */
+            memcpy(wb, c->kept + (pr->n_pairs + k0) * F, (size_t)(nb * F) * sizeof(float));
+            if (filter_grad) mm_cfconv_ssp(c->kept + k0 * F, nb * F, a1, f1_grad ? sig : NULL);
+        } else {
+            block_filters(pr, k0, nb, F, w0, b0, w2, b2, f1, a1, f1_grad ? sig : NULL, wb);
+        }
         for (int64_t i = 0; i < nb; i++) {
             int64_t k = k0 + i;
             const float *restrict gp = g + pr->p[k] * F, *restrict gq = g + pr->q[k] * F;
@@ -200,11 +207,16 @@ mm_status mm_cfconv(mm_tape *t, mm_tensor *x, const mm_cfconv_pairs *pairs, mm_t
     c->pr.block = B;
     /* the forward uses f1, a1 and wb; the backward all five */
     MM_CALL(mm_tape_alloc(t, (size_t)(5 * B * F) * sizeof(float), (void **)&c->scratch));
-    float *f1 = c->scratch, *a1 = f1 + B * F, *wb = a1 + 2 * B * F;
+    c->kept = NULL;
+    if (c->pr.keep && y->grad && c->pr.n_pairs > 0)
+        MM_CALL(mm_tape_alloc(t, (size_t)(2 * c->pr.n_pairs * F) * sizeof(float), (void **)&c->kept));
     const float *restrict xs = x->data;
     float *restrict ys = y->data;
     for (int64_t k0 = 0; k0 < c->pr.n_pairs; k0 += B) {
         int64_t nb = c->pr.n_pairs - k0 < B ? c->pr.n_pairs - k0 : B;
+        /* the block's f1 and filters land in the kept rows when the backward wants them */
+        float *f1 = c->kept ? c->kept + k0 * F : c->scratch, *a1 = c->scratch + B * F,
+              *wb = c->kept ? c->kept + (c->pr.n_pairs + k0) * F : c->scratch + 3 * B * F;
         block_filters(&c->pr, k0, nb, F, w0, b0, w2, b2, f1, a1, NULL, wb);
         for (int64_t i = 0; i < nb; i++) {
             int64_t k = k0 + i;

@@ -84,7 +84,8 @@ mm_status mm_encode_conformer(mm_model *m, mm_tape *t, const mm_batch *b, mm_ten
     for (int64_t a = 0; a < b->n_atoms; a++) z_idx[a] = b->ms->atom_feat[9 * a];
     MM_CALL(mm_embedding_multi(t, table, z_idx, b->n_atoms, 1, &off0, &h));                /* [A, Hs] */
     /* the batch's pairs (p < q, each for both directions) live on the tape, as mm_cfconv wants */
-    mm_cfconv_pairs pairs = {b->n_pairs, c->schnet_n_rbf, b->pair_p, b->pair_q, b->rbf, b->fcut, 0};
+    mm_cfconv_pairs pairs = {b->n_pairs, c->schnet_n_rbf, b->pair_p, b->pair_q, b->rbf, b->fcut, 0,
+                             c->schnet_keep_filters};
     for (int k = 0; k < c->schnet_interactions; k++) {
         mm_tensor *w0, *b0, *w2, *b2, *x, *agg, *v1, *v1a, *v;
         MM_CALL(mm_model_param(m, t, m->schnet.filter0[k].w, &w0));
