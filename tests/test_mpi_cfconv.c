@@ -25,6 +25,13 @@
 #include "mmsa/ops.h"
 #include "testutil.h"
 
+#if defined(__x86_64__) || defined(__SSE__)
+#include <xmmintrin.h>
+#define CSR() _mm_getcsr()
+#else
+#define CSR() 0u
+#endif
+
 static mm_dist SELF;
 
 /* ---- the elementwise math --------------------------------------------------------- */
@@ -323,6 +330,12 @@ static void test_op_matches_unfused(void **state)
     const int64_t F = 10, R = f.job.model.schnet_n_rbf;
     mm_batch *b0_ = batch(&f);
     check_batch(&f, b0_);
+    unsigned csr0 = CSR();
+    /* the real RBF rows hold subnormals (centres far from the distance): the case the op
+     * flushes, compared below with the unfused ops that keep them */
+    int64_t n_sub = 0;
+    for (int64_t i = 0; i < b0_->n_pairs * R; i++) n_sub += b0_->rbf[i] != 0.0f && fabsf(b0_->rbf[i]) < 1.17549435e-38f;
+    assert_true(n_sub > 0);
     int64_t A = b0_->n_atoms, P = b0_->n_pairs;
     /* the batch lives on the tape, which the runs below reset: keep a copy */
     int64_t *pp = malloc((size_t)P * sizeof(int64_t)), *qq = malloc((size_t)P * sizeof(int64_t));
@@ -367,8 +380,11 @@ static void test_op_matches_unfused(void **state)
             mm_cfconv_pairs pr = {P, R, pp, qq, rbf, fc, blocks[run], run >= 5};
             assert_int_equal(mm_cfconv(t, in[0], &pr, in[1], in[2], in[3], in[4], &y), MM_OK);
         }
+        unsigned csr = CSR();
         memcpy(y->grad, g_out, (size_t)(A * F) * sizeof(float));
         assert_int_equal(mm_tape_run_backward(t), MM_OK);
+        assert_int_equal(CSR(), csr); /* the op flushes subnormals inside and restores the mode */
+        assert_int_equal(csr, csr0);
         if (run == 0) {
             memcpy(y_ref, y->data, (size_t)(A * F) * sizeof(float));
             continue;

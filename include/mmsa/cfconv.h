@@ -18,7 +18,10 @@
  * GEMMs. Its memory is O(block * F), not O(pairs * F). With `keep`, the forward instead
  * keeps each block's pre-activation and filters (two [pairs, F] arrays on the tape, when
  * a gradient is wanted) and the backward reads them back: 3 GEMMs per block instead of 5,
- * for 2 * pairs * F floats, the same values either way.
+ * for 2 * pairs * F floats, the same values either way. On x86 both passes run with
+ * subnormal floats flushed to zero (every RBF row of a real conformer holds a few, from
+ * centres far from the distance, and each subnormal operand costs a microcode assist; cfconv.c),
+ * restoring the caller's MXCSR: values under 1.2e-38 become 0, nothing else changes.
  *
  * Contract as ops.h: out lives in the tape's arena, the backward ADDS into the gradients
  * of x, W0, b0, W2, b2 (whichever carry one); rbf, fcut and the indices are data (no
