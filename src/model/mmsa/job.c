@@ -29,7 +29,7 @@ static const mm_cfg_field fields[] = {
     F(model, mm_model_config, schnet_interactions, MM_CFG_INT, "3", 1, 32, "SchNet interaction blocks"),
     F(model, mm_model_config, schnet_n_rbf, MM_CFG_INT, "50", 2, 1024, "Gaussian radial basis functions on [0, cutoff]"),
     F(model, mm_model_config, schnet_cutoff, MM_CFG_FLOAT, "5.0", 0.5, 50, "interaction cutoff in Angstrom"),
-    F(model, mm_model_config, schnet_keep_filters, MM_CFG_BOOL, "true", 1, 0,
+    F(model, mm_model_config, schnet_keep_filters, MM_CFG_BOOL, "false", 1, 0,
       "training keeps each pair's continuous filters for the backward (2 x pairs x filters floats per interaction) instead of recomputing them"),
     F(model, mm_model_config, cnn_channels, MM_CFG_INT_LIST, "[32, 64, 128, 256]", 1, 4096,
       "channels of the stride-2 3x3 conv stages of the image encoder"),
