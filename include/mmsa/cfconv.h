@@ -22,6 +22,8 @@
  * subnormal floats flushed to zero (every RBF row of a real conformer holds a few, from
  * centres far from the distance, and each subnormal operand costs a microcode assist; cfconv.c),
  * restoring the caller's MXCSR: values under 1.2e-38 become 0, nothing else changes.
+ * Its GEMMs are the filter network's Linear layers and go through mm_gemm (blas.h) as
+ * Linear's do, so train.precision applies to them alike.
  *
  * Contract as ops.h: out lives in the tape's arena, the backward ADDS into the gradients
  * of x, W0, b0, W2, b2 (whichever carry one); rbf, fcut and the indices are data (no

@@ -142,10 +142,10 @@ static void block_filters(const mm_cfconv_pairs *pr, int64_t k0, int64_t nb, int
 {
     int64_t R = pr->n_rbf;
     for (int64_t i = 0; i < nb; i++) memcpy(f1 + i * F, b0->data, (size_t)F * sizeof(float));
-    mm_sgemm(false, true, nb, F, R, 1.0f, pr->rbf + k0 * R, R, w0->data, R, 1.0f, f1, F);
+    mm_gemm(false, true, nb, F, R, 1.0f, pr->rbf + k0 * R, R, w0->data, R, 1.0f, f1, F);
     mm_cfconv_ssp(f1, nb * F, a1, sig);
     for (int64_t i = 0; i < nb; i++) memcpy(wb + i * F, b2->data, (size_t)F * sizeof(float));
-    mm_sgemm(false, true, nb, F, F, 1.0f, a1, F, w2->data, F, 1.0f, wb, F);
+    mm_gemm(false, true, nb, F, F, 1.0f, a1, F, w2->data, F, 1.0f, wb, F);
 }
 
 static void col_sums(const float *restrict a, int64_t rows, int64_t F, float *restrict acc)
@@ -190,12 +190,12 @@ static mm_status cfconv_backward(mm_node *nd)
         }
         if (!filter_grad) continue;
         if (b2->grad) col_sums(wb, nb, F, b2->grad);
-        if (w2->grad) mm_sgemm(true, false, F, F, nb, 1.0f, wb, F, a1, F, 1.0f, w2->grad, F);
+        if (w2->grad) mm_gemm(true, false, F, F, nb, 1.0f, wb, F, a1, F, 1.0f, w2->grad, F);
         if (!f1_grad) continue;
-        mm_sgemm(false, false, nb, F, F, 1.0f, wb, F, w2->data, F, 0.0f, da1, F);
+        mm_gemm(false, false, nb, F, F, 1.0f, wb, F, w2->data, F, 0.0f, da1, F);
         for (int64_t i = 0; i < nb * F; i++) da1[i] *= sig[i];
         if (b0->grad) col_sums(da1, nb, F, b0->grad);
-        if (w0->grad) mm_sgemm(true, false, F, R, nb, 1.0f, da1, F, pr->rbf + k0 * R, R, 1.0f, w0->grad, R);
+        if (w0->grad) mm_gemm(true, false, F, R, nb, 1.0f, da1, F, pr->rbf + k0 * R, R, 1.0f, w0->grad, R);
     }
     ftz_leave(csr);
     return MM_OK;
