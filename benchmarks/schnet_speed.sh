@@ -2,11 +2,12 @@
 # SchNet speed and memory of several builds, and PyTorch's SchNet alone, in the same run (issue 12).
 #
 #   benchmarks/schnet_speed.sh --build NAME=DIR[@SECTION.KEY=VALUE] [--build ...] --dataset DATA.h5
-#                              [--torch CACHE.h5] [--rounds 2] [--steps 3]
+#                              [--torch CACHE.h5 [--torch-ftz]] [--rounds 2] [--steps 3]
 #                              [--out benchmarks/results/speed/schnet.csv]
 #
-# Each round runs the builds in mirrored order (A B C [T T] C B A, T = PyTorch), so that every
-# build sees the machine in the same states on average. A build run is bench_train on 1 rank at
+# Each round runs the builds in mirrored order (A B C [T [F F] T] C B A, T = PyTorch, F = PyTorch
+# with subnormals flushed), so that every build sees the machine in the same states on average.
+# A build run is bench_train on 1 rank at
 # the DESIGN sizes (configs/zinc250k.yaml, batch 256): its "conformer encoder (SchNet)" forward
 # and backward ms per step, the step time, the peak RSS and the raw BLIS sgemm GFLOP/s of that
 # run (how much of a core it got). @SECTION.KEY=VALUE passes one --set to bench_train (the same
@@ -14,22 +15,24 @@
 # build/benchmarks/bench_train; DATA.h5 an mmsa_prep dataset of 512+ molecules with conformers.
 # --torch times ../shared/anchors/torch_ref.py's SchNet alone (forward + backward, batch 256,
 # 1 thread, the tuned malloc of vs_pytorch.sh) with bench_torch.py --worker on its featurised
-# cache CACHE.h5 (bench_torch.py --n N --cache-dir DIR writes DIR/zincN.h5).
+# cache CACHE.h5 (bench_torch.py --n N --cache-dir DIR writes DIR/zincN.h5); --torch-ftz times it
+# also with torch.set_flush_denormal(True) (subnormal floats flushed to zero, as mm_cfconv does).
 # Writes one CSV line per run to --out (replaced) with the 1-minute load average before the
 # run, and prints medians and ratios against the first build. Run from the project root; the
 # raw outputs stay in benchmarks/out/schnet_speed.
 set -eu
-BUILDS=""; DATA=""; TORCH=""; ROUNDS=2; STEPS=3
+BUILDS=""; DATA=""; TORCH=""; TORCH_FTZ=0; ROUNDS=2; STEPS=3
 OUT=benchmarks/results/speed/schnet.csv
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILDS="$BUILDS $2"; shift 2 ;;
     --dataset) DATA=$2; shift 2 ;;
     --torch) TORCH=$2; shift 2 ;;
+    --torch-ftz) TORCH_FTZ=1; shift ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "schnet_speed.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -67,17 +70,21 @@ bench() { # NAME=DIR[@SET] round
         END {printf "%s,%s,%s,%s,%s,%s,%s,%s,%.1f,%s,%s\n", b, c, s, rd, l, st, f, bw, f + bw, rss, bl}' "$log" >> "$OUT"
 }
 
-torch() { # round
-    l=$(load1); log="$RAW/torch_$1.txt"
-    GLIBC_TUNABLES=$TUNED /usr/bin/python3 ../shared/anchors/bench_torch.py --worker --threads 1 --steps 1 --warmup 0 \
-        --batch 256 --enc-warmup 1 --enc-reps 5 --h5 "$TORCH" --json "$RAW/torch_$1.json" > "$log" 2>&1 ||
+torch() { # round, ftz (0 or 1)
+    n=pytorch; [ "$2" = 1 ] && n=pytorch_ftz
+    l=$(load1); log="$RAW/${n}_$1.txt"
+    GLIBC_TUNABLES=$TUNED /usr/bin/python3 -c 'import os, runpy, sys, torch
+if sys.argv[1] == "1": assert torch.set_flush_denormal(True)
+sys.path.insert(0, os.path.dirname(sys.argv[2])); sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")' "$2" ../shared/anchors/bench_torch.py --worker --threads 1 --steps 1 \
+        --warmup 0 --batch 256 --enc-warmup 1 --enc-reps 5 --h5 "$TORCH" --json "$RAW/${n}_$1.json" > "$log" 2>&1 ||
         { echo "schnet_speed.sh: bench_torch.py failed, see $log" >&2; exit 1; }
-    /usr/bin/python3 - "$RAW/torch_$1.json" "$1" "$l" >> "$OUT" <<'PY'
+    /usr/bin/python3 - "$RAW/${n}_$1.json" "$1" "$l" "$n" "$2" >> "$OUT" <<'PY'
 import json, sys, torch
 e = json.load(open(sys.argv[1]))["encoders"]["conformer"]
-print("pytorch,torch %s,,%s,%s,,%.1f,%.1f,%.1f,,"
-      % (torch.__version__, sys.argv[2], sys.argv[3], e["forward_ms_median"],
-         e["fwd_bwd_ms_median"] - e["forward_ms_median"], e["fwd_bwd_ms_median"]))
+print("%s,torch %s,%s,%s,%s,,%.1f,%.1f,%.1f,,"
+      % (sys.argv[4], torch.__version__, "flush_denormal" if sys.argv[5] == "1" else "", sys.argv[2], sys.argv[3],
+         e["forward_ms_median"], e["fwd_bwd_ms_median"] - e["forward_ms_median"], e["fwd_bwd_ms_median"]))
 PY
 }
 
@@ -85,7 +92,11 @@ echo "schnet_speed.sh: start $(uptime)"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
     for b in $BUILDS; do bench "$b" "$r"; done
-    if [ -n "$TORCH" ]; then torch "$r"; torch "$r"; fi
+    if [ -n "$TORCH" ]; then
+        torch "$r" 0
+        if [ "$TORCH_FTZ" = 1 ]; then torch "$r" 1; torch "$r" 1; fi
+        torch "$r" 0
+    fi
     for b in $REVERSED; do bench "$b" "$r"; done
     echo "schnet_speed.sh: round $r of $ROUNDS done, $(uptime)"
     r=$((r + 1))
