@@ -44,13 +44,13 @@ void mm_gemm_amx_release(void)
     cap_a = cap_b = 0;
 }
 
-/* 32 floats (the first n valid, the rest 0) as 32 bf16 at dst. */
-static inline void cvt32(const float *src, int64_t n, uint16_t *dst)
+/* 32 floats (the first n valid, the rest 0) as 32 bf16. */
+static inline __m512i cvt32v(const float *src, int64_t n)
 {
     __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1u);
     __mmask16 m1 = n >= 32 ? 0xffff : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1u);
     __m512 lo = _mm512_maskz_loadu_ps(m0, src), hi = _mm512_maskz_loadu_ps(m1, src + 16);
-    _mm512_storeu_si512((void *)dst, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
 /* Rows x0 and x1 (16 floats each, lanes outside `mask` read as 0) as 16 dwords, dword c
@@ -65,13 +65,37 @@ static inline __m512i pair16(const float *x0, const float *x1, __mmask16 mask)
     return _mm512_permutexvar_epi16(_mm512_loadu_si512((const void *)order), both);
 }
 
+/* v[0..16) as the rows of a 16 x 16 matrix of dwords, transposed in place: unpack dwords,
+ * then quadwords, within 128-bit lanes, then a 4 x 4 transpose of the lanes. */
+static inline void transpose16(__m512i v[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) { /* u[g + j], lane L: column 4L + j of rows g .. g+3 */
+        v[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+        v[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+        v[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+        v[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512i s0 = _mm512_shuffle_i32x4(v[j], v[4 + j], 0x44), s1 = _mm512_shuffle_i32x4(v[j], v[4 + j], 0xEE);
+        __m512i s2 = _mm512_shuffle_i32x4(v[8 + j], v[12 + j], 0x44), s3 = _mm512_shuffle_i32x4(v[8 + j], v[12 + j], 0xEE);
+        t[j] = _mm512_shuffle_i32x4(s0, s2, 0x88);      /* column j */
+        t[4 + j] = _mm512_shuffle_i32x4(s0, s2, 0xDD);  /* column 4 + j */
+        t[8 + j] = _mm512_shuffle_i32x4(s1, s3, 0x88);  /* column 8 + j */
+        t[12 + j] = _mm512_shuffle_i32x4(s1, s3, 0xDD); /* column 12 + j */
+    }
+    for (int i = 0; i < 16; i++) v[i] = t[i];
+}
+
 /* op(A) [m, k] -> tiles [mb][kb] of 16 x 32. With A transposed (stored [k, m]), two k
- * rows of 16 columns become 16 pairs at once, scattered to their tile rows. */
+ * rows of 16 columns become 16 pairs at once, and 16 such vectors transposed are 16 tile rows. */
 static void pack_rows(bool ta, const float *a, int64_t lda, int64_t m, int64_t k, int64_t mb, int64_t kb,
                       uint16_t *dst)
 {
-    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(16));
     for (int64_t ib = 0; ib < mb; ib++)
         for (int64_t kk = 0; kk < kb; kk++) {
             uint16_t *t = dst + (ib * kb + kk) * 512;
@@ -79,29 +103,31 @@ static void pack_rows(bool ta, const float *a, int64_t lda, int64_t m, int64_t k
             int64_t i0 = ib * 16, in = m - i0 < 16 ? (m - i0 > 0 ? m - i0 : 0) : 16;
             if (ta) {
                 __mmask16 mask = in == 16 ? 0xffff : (__mmask16)((1u << in) - 1u);
+                __m512i v[16];
                 for (int64_t p = 0; p < 16; p++) {
                     int64_t q = 2 * p;
                     const float *x0 = in && q < kn ? a + (k0 + q) * lda + i0 : NULL;
                     const float *x1 = in && q + 1 < kn ? a + (k0 + q + 1) * lda + i0 : NULL;
-                    _mm512_i32scatter_epi32((void *)(t + 2 * p), rows, pair16(x0, x1, mask), 4);
+                    v[p] = pair16(x0, x1, mask); /* dword i: row i's k pair p */
                 }
+                transpose16(v); /* v[i]: row i's 16 pairs */
+                for (int64_t i = 0; i < 16; i++) _mm512_storeu_si512((void *)(t + 32 * i), v[i]);
                 continue;
             }
             for (int64_t r = 0; r < 16; r++) {
                 uint16_t *row = t + r * 32;
                 if (r >= in) memset(row, 0, 64);
-                else cvt32(a + (i0 + r) * lda + k0, kn, row);
+                else _mm512_storeu_si512((void *)row, cvt32v(a + (i0 + r) * lda + k0, kn));
             }
         }
 }
 
 /* op(B) [k, n] -> tiles [kb][nb] of 16 rows x (16 columns x 2 k). Transposed (stored
- * [n, k]), a column's 32 k are contiguous and land in one dword column of the tile; not
- * transposed, rows k and k+1 interleave into one tile row. */
+ * [n, k]), a column's 32 k are contiguous: 16 columns converted are the tile transposed;
+ * not transposed, rows k and k+1 interleave into one tile row. */
 static void pack_cols(bool tb, const float *b, int64_t ldb, int64_t k, int64_t n, int64_t kb, int64_t nb,
                       uint16_t *dst)
 {
-    uint16_t col[32] __attribute__((aligned(64)));
     for (int64_t kk = 0; kk < kb; kk++)
         for (int64_t jb = 0; jb < nb; jb++) {
             uint32_t *t = (uint32_t *)(dst + (kk * nb + jb) * 512);
@@ -117,15 +143,16 @@ static void pack_cols(bool tb, const float *b, int64_t ldb, int64_t k, int64_t n
                 }
                 continue;
             }
+            __m512i v[16];
             for (int64_t c = 0; c < 16; c++) {
                 if (c >= jn) {
-                    for (int64_t r = 0; r < 16; r++) t[r * 16 + c] = 0;
+                    v[c] = _mm512_setzero_si512();
                     continue;
                 }
-                cvt32(b + (j0 + c) * ldb + k0, kn, col); /* k contiguous in row j of B */
-                const uint32_t *pairs = (const uint32_t *)col;
-                for (int64_t r = 0; r < 16; r++) t[r * 16 + c] = pairs[r];
+                v[c] = cvt32v(b + (j0 + c) * ldb + k0, kn); /* k contiguous in row j of B; dword r: pair r */
             }
+            transpose16(v); /* v[r]: k pair r of the 16 columns, the tile's row r */
+            for (int64_t r = 0; r < 16; r++) _mm512_storeu_si512((void *)(t + r * 16), v[r]);
         }
 }
 
