@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "gradcheck.h"
+#include "mmsa/blas.h"
 #include "mmsa/cfconv.h"
 #include "mmsa/chem.h"
 #include "mmsa/index_ops.h"
@@ -523,6 +524,52 @@ static void test_encoder_matches_unfused(void **state)
     fixture_free(&f);
 }
 
+/* With train.precision bf16 the op's filter GEMMs run on AMX tiles: the encoder's output
+ * and the conformer parameters' gradients stay within bf16 rounding of float32 (and differ
+ * from it, so the bf16 path did run). Skipped without AMX-BF16. */
+static void test_encoder_bf16_tracks_fp32(void **state)
+{
+    (void)state;
+    if (!mm_blas_bf16_available(NULL)) skip();
+    fixture f;
+    fixture_init(&f);
+    mm_params *pa = &f.m.params;
+    int64_t E = f.job.model.embed_dim, n = f.ms.n;
+    float *z32 = malloc((size_t)(n * E) * sizeof(float)), *g32 = malloc(pa->total * sizeof(float));
+    float *g_out = malloc((size_t)(n * E) * sizeof(float));
+    gc_fill_uniform(g_out, n * E, -1.0f, 1.0f, 6);
+    for (int bf = 0; bf < 2; bf++) {
+        assert_int_equal(mm_blas_set_precision(bf ? MM_PREC_BF16 : MM_PREC_FP32), MM_OK);
+        mm_batch *b = batch(&f);
+        mm_params_zero_grad(pa);
+        mm_tensor *z;
+        assert_int_equal(mm_encode_conformer(&f.m, &f.t, b, &z), MM_OK);
+        memcpy(z->grad, g_out, (size_t)(n * E) * sizeof(float));
+        assert_int_equal(mm_tape_run_backward(&f.t), MM_OK);
+        if (!bf) {
+            memcpy(z32, z->data, (size_t)(n * E) * sizeof(float));
+            memcpy(g32, pa->grad, pa->total * sizeof(float));
+            continue;
+        }
+        double worst = 0, dz = rel_diff(z->data, z32, n * E, &worst);
+        printf("  bf16 encoder z %.1e\n", dz);
+        assert_true(dz > 1e-7 && dz < 3e-2);
+        for (int i = 0; i < pa->count; i++) {
+            const mm_param_info *in = &pa->info[i];
+            if (strncmp(in->name, "enc.conformer.", 14)) continue;
+            double d = rel_diff(pa->grad + in->offset, g32 + in->offset, (int64_t)in->n, &worst);
+            if (d >= 5e-2) printf("  bf16 grad %s %.1e\n", in->name, d);
+        }
+        printf("  bf16 worst conformer gradient %.1e\n", worst);
+        assert_true(worst < 5e-2);
+    }
+    assert_int_equal(mm_blas_set_precision(MM_PREC_FP32), MM_OK);
+    free(z32);
+    free(g32);
+    free(g_out);
+    fixture_free(&f);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -537,6 +584,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_no_pairs),
         cmocka_unit_test(test_op_matches_unfused),
         cmocka_unit_test(test_encoder_matches_unfused),
+        cmocka_unit_test(test_encoder_bf16_tracks_fp32),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mm_dist_destroy(&SELF);
