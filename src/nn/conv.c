@@ -120,35 +120,56 @@ static mm_status conv_backward(mm_node *nd)
     return MM_OK;
 }
 
+/* The geometry of x [N, ...] (Cin channels of H x W) against w [Cout, Cin, kh, kw]: output
+ * size, and the images per im2col block, so that the block's columns (and, with
+ * `out_block`, its GEMM output) stay under CONV_BLOCK_FLOATS. */
+static mm_status conv_geom_init(conv_geom *g, const char *op, mm_tensor *x, mm_tensor *w, int64_t Cin, int64_t H,
+                                int64_t W, int stride, int pad_h, int pad_w, bool out_block)
+{
+    *g = (conv_geom){.N = x->shape[0], .Cin = Cin, .H = H, .W = W, .Cout = w->shape[0], .kh = w->shape[2],
+                     .kw = w->shape[3], .s = stride, .pad_h = pad_h, .pad_w = pad_w};
+    int64_t hp = g->H + 2 * g->pad_h - g->kh, wp = g->W + 2 * g->pad_w - g->kw;
+    if (g->kh < 1 || g->kw < 1 || hp < 0 || wp < 0) {
+        char sx[64], sw[64];
+        return MM_ERR(MM_ERR_ARG, "%s: kernel of weight %s does not fit x %s with padding %d", op,
+                      mm_shape_str(w, sw, sizeof sw), mm_shape_str(x, sx, sizeof sx), pad_w);
+    }
+    g->Ho = hp / g->s + 1;
+    g->Wo = wp / g->s + 1;
+    int64_t per_image = (g->Cin * g->kh * g->kw + (out_block ? g->Cout : 0)) * g->Ho * g->Wo;
+    g->block = CONV_BLOCK_FLOATS / (per_image > 0 ? per_image : 1);
+    if (g->block < 1) g->block = 1;
+    if (g->block > g->N) g->block = g->N > 0 ? g->N : 1;
+    return MM_OK;
+}
+
+/* The checks every convolution entry shares: x and w of rank `ndim` with x's channel axis
+ * `cin_axis` matching w's, a bias of Cout values, stride >= 1, padding >= 0. `layout` is
+ * the expected shapes, for the message. */
+static mm_status conv_check_args(const char *op, const char *layout, mm_tensor *x, mm_tensor *w, mm_tensor *b,
+                                 int ndim, int cin_axis, int stride, int padding)
+{
+    char sx[64], sw[64];
+    if (x->ndim != ndim || w->ndim != ndim || x->shape[cin_axis] != w->shape[1])
+        return MM_ERR(MM_ERR_ARG, "%s: x %s and weight %s must be %s", op, mm_shape_str(x, sx, sizeof sx),
+                      mm_shape_str(w, sw, sizeof sw), layout);
+    if (b && b->n != w->shape[0])
+        return MM_ERR(MM_ERR_ARG, "%s: bias %s does not match weight %s", op, mm_shape_str(b, sx, sizeof sx),
+                      mm_shape_str(w, sw, sizeof sw));
+    if (stride < 1 || padding < 0)
+        return MM_ERR(MM_ERR_ARG, "%s: stride %d must be >= 1 and padding %d >= 0", op, stride, padding);
+    return MM_OK;
+}
+
 /* The convolution of x [N, Cin, H, W] with w [Cout, Cin, kh, kw], padding pad_h rows and
  * pad_w columns on each side; `op` names the caller in messages and on the tape. */
 static mm_status conv_forward(mm_tape *t, const char *op, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
                               int pad_h, int pad_w, mm_tensor **out)
 {
-    char sx[64], sw[64];
     conv_geom *g;
     MM_CALL(mm_tape_alloc(t, sizeof *g, (void **)&g));
-    g->N = x->shape[0];
-    g->Cin = x->shape[1];
-    g->H = x->shape[2];
-    g->W = x->shape[3];
-    g->Cout = w->shape[0];
-    g->kh = w->shape[2];
-    g->kw = w->shape[3];
-    g->s = stride;
-    g->pad_h = pad_h;
-    g->pad_w = pad_w;
-    int64_t hp = g->H + 2 * g->pad_h - g->kh, wp = g->W + 2 * g->pad_w - g->kw;
-    if (g->kh < 1 || g->kw < 1 || hp < 0 || wp < 0)
-        return MM_ERR(MM_ERR_ARG, "%s: kernel of weight %s does not fit x %s with padding %d", op,
-                      mm_shape_str(w, sw, sizeof sw), mm_shape_str(x, sx, sizeof sx), pad_w);
-    g->Ho = hp / g->s + 1;
-    g->Wo = wp / g->s + 1;
+    MM_CALL(conv_geom_init(g, op, x, w, x->shape[1], x->shape[2], x->shape[3], stride, pad_h, pad_w, true));
     int64_t P = g->Ho * g->Wo, K = g->Cin * g->kh * g->kw, Cout = g->Cout;
-    int64_t per_image = (K + Cout) * P;
-    g->block = CONV_BLOCK_FLOATS / (per_image ? per_image : 1);
-    if (g->block < 1) g->block = 1;
-    if (g->block > g->N) g->block = g->N > 0 ? g->N : 1;
 
     mm_tensor *in[3] = {x, w, b};
     mm_tensor *y;
@@ -179,15 +200,7 @@ static mm_status conv_forward(mm_tape *t, const char *op, mm_tensor *x, mm_tenso
 mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride,
                     int padding, mm_tensor **out)
 {
-    char sx[64], sw[64];
-    if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1])
-        return MM_ERR(MM_ERR_ARG, "conv2d: x %s and weight %s must be [N, Cin, H, W] and [Cout, Cin, kh, kw]",
-                      mm_shape_str(x, sx, sizeof sx), mm_shape_str(w, sw, sizeof sw));
-    if (b && b->n != w->shape[0])
-        return MM_ERR(MM_ERR_ARG, "conv2d: bias %s does not match weight %s", mm_shape_str(b, sx, sizeof sx),
-                      mm_shape_str(w, sw, sizeof sw));
-    if (stride < 1 || padding < 0)
-        return MM_ERR(MM_ERR_ARG, "conv2d: stride %d must be >= 1 and padding %d >= 0", stride, padding);
+    MM_CALL(conv_check_args("conv2d", "[N, Cin, H, W] and [Cout, Cin, kh, kw]", x, w, b, 4, 1, stride, padding));
     MM_CALL(conv_forward(t, "conv2d", x, w, b, stride, padding, padding, out));
     return MM_OK;
 }
@@ -196,15 +209,7 @@ mm_status mm_conv2d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int st
 mm_status mm_conv1d(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride, int padding,
                     mm_tensor **out)
 {
-    char sx[64], sw[64];
-    if (x->ndim != 3 || w->ndim != 3 || x->shape[1] != w->shape[1])
-        return MM_ERR(MM_ERR_ARG, "conv1d: x %s and weight %s must be [N, Cin, L] and [Cout, Cin, k]",
-                      mm_shape_str(x, sx, sizeof sx), mm_shape_str(w, sw, sizeof sw));
-    if (b && b->n != w->shape[0])
-        return MM_ERR(MM_ERR_ARG, "conv1d: bias %s does not match weight %s", mm_shape_str(b, sx, sizeof sx),
-                      mm_shape_str(w, sw, sizeof sw));
-    if (stride < 1 || padding < 0)
-        return MM_ERR(MM_ERR_ARG, "conv1d: stride %d must be >= 1 and padding %d >= 0", stride, padding);
+    MM_CALL(conv_check_args("conv1d", "[N, Cin, L] and [Cout, Cin, k]", x, w, b, 3, 1, stride, padding));
     mm_tensor *x4, *w4, *y4;
     MM_CALL(mm_reshape(t, x, 4, (int64_t[]){x->shape[0], x->shape[1], 1, x->shape[2]}, &x4));
     MM_CALL(mm_reshape(t, w, 4, (int64_t[]){w->shape[0], w->shape[1], 1, w->shape[2]}, &w4));
@@ -273,6 +278,23 @@ static void col2im_nhwc(const conv_geom *g, const float *restrict col, float *re
         }
 }
 
+/* [Cout, Cin, kh, kw] <-> the taps' order [Cout, kh, kw, Cin]: to_taps copies w into
+ * taps, else adds taps into w (the weight gradient). */
+static void weight_taps(const conv_geom *g, float *w, float *taps, bool to_taps)
+{
+    int64_t C = g->Cin, K = C * g->kh * g->kw;
+    for (int64_t o = 0; o < g->Cout; o++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t p = 0; p < g->kh; p++)
+                for (int64_t q = 0; q < g->kw; q++) {
+                    float *a = w + ((o * C + c) * g->kh + p) * g->kw + q, *t = taps + o * K + (p * g->kw + q) * C + c;
+                    if (to_taps)
+                        *t = *a;
+                    else
+                        *a += *t;
+                }
+}
+
 static mm_status conv_nhwc_backward(mm_node *nd)
 {
     const nhwc_ctx *cx = nd->ctx;
@@ -307,57 +329,30 @@ static mm_status conv_nhwc_backward(mm_node *nd)
     }
     if (db)
         for (int64_t o = 0; o < Cout; o++) b->grad[o] += (float)db[o];
-    if (dwp)
-        for (int64_t o = 0; o < Cout; o++)
-            for (int64_t c = 0; c < C; c++)
-                for (int64_t p = 0; p < g->kh; p++)
-                    for (int64_t q = 0; q < g->kw; q++)
-                        w->grad[((o * C + c) * g->kh + p) * g->kw + q] += dwp[o * K + (p * g->kw + q) * C + c];
+    if (dwp) weight_taps(g, w->grad, dwp, false);
     return MM_OK;
 }
 
 mm_status mm_conv2d_nhwc(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, int stride, int padding,
                          mm_tensor **out)
 {
-    char sx[64], sw[64];
-    if (x->ndim != 4 || w->ndim != 4 || x->shape[3] != w->shape[1])
-        return MM_ERR(MM_ERR_ARG, "conv2d_nhwc: x %s and weight %s must be [N, H, W, Cin] and [Cout, Cin, kh, kw]",
-                      mm_shape_str(x, sx, sizeof sx), mm_shape_str(w, sw, sizeof sw));
-    if (b && b->n != w->shape[0])
-        return MM_ERR(MM_ERR_ARG, "conv2d_nhwc: bias %s does not match weight %s", mm_shape_str(b, sx, sizeof sx),
-                      mm_shape_str(w, sw, sizeof sw));
-    if (stride < 1 || padding < 0)
-        return MM_ERR(MM_ERR_ARG, "conv2d_nhwc: stride %d must be >= 1 and padding %d >= 0", stride, padding);
+    MM_CALL(conv_check_args("conv2d_nhwc", "[N, H, W, Cin] and [Cout, Cin, kh, kw]", x, w, b, 4, 3, stride, padding));
     nhwc_ctx *cx;
     MM_CALL(mm_tape_alloc(t, sizeof *cx, (void **)&cx));
     conv_geom *g = &cx->g;
-    *g = (conv_geom){.N = x->shape[0], .Cin = x->shape[3], .H = x->shape[1], .W = x->shape[2],
-                     .Cout = w->shape[0], .kh = w->shape[2], .kw = w->shape[3],
-                     .s = stride, .pad_h = padding, .pad_w = padding};
-    int64_t hp = g->H + 2 * g->pad_h - g->kh, wp = g->W + 2 * g->pad_w - g->kw;
-    if (g->kh < 1 || g->kw < 1 || hp < 0 || wp < 0)
-        return MM_ERR(MM_ERR_ARG, "conv2d_nhwc: kernel of weight %s does not fit x %s with padding %d",
-                      mm_shape_str(w, sw, sizeof sw), mm_shape_str(x, sx, sizeof sx), padding);
-    g->Ho = hp / g->s + 1;
-    g->Wo = wp / g->s + 1;
-    int64_t P = g->Ho * g->Wo, K = g->Cin * g->kh * g->kw, Cout = g->Cout, C = g->Cin;
-    g->block = CONV_BLOCK_FLOATS / (P * K > 0 ? P * K : 1);
-    if (g->block < 1) g->block = 1;
-    if (g->block > g->N) g->block = g->N > 0 ? g->N : 1;
+    MM_CALL(conv_geom_init(g, "conv2d_nhwc", x, w, x->shape[3], x->shape[1], x->shape[2], stride, padding, padding,
+                           false));
+    int64_t P = g->Ho * g->Wo, K = g->Cin * g->kh * g->kw, Cout = g->Cout;
 
     MM_CALL(mm_tape_alloc(t, (size_t)(Cout * K) * sizeof(float), (void **)&cx->wp));
-    for (int64_t o = 0; o < Cout; o++)
-        for (int64_t c = 0; c < C; c++)
-            for (int64_t p = 0; p < g->kh; p++)
-                for (int64_t q = 0; q < g->kw; q++)
-                    cx->wp[o * K + (p * g->kw + q) * C + c] = w->data[((o * C + c) * g->kh + p) * g->kw + q];
+    weight_taps(g, w->data, cx->wp, true);
 
     mm_tensor *in[3] = {x, w, b};
     mm_tensor *y;
     MM_CALL(mm_tensor_new(t, 4, (int64_t[]){g->N, g->Ho, g->Wo, Cout}, mm_tape_wants_grad(t, 3, in), &y));
     float *col; /* [nb*P, K] */
     MM_CALL(mm_tape_alloc(t, (size_t)(g->block * P * K) * sizeof(float), (void **)&col));
-    int64_t hwc = g->H * g->W * C;
+    int64_t hwc = g->H * g->W * g->Cin;
     for (int64_t n0 = 0; n0 < g->N; n0 += g->block) {
         int64_t nb = g->N - n0 < g->block ? g->N - n0 : g->block, M = nb * P;
         float *yb = y->data + n0 * P * Cout;
