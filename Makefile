@@ -42,10 +42,13 @@ endif
 # flags).
 VEC_CFLAGS := -ftree-vectorize -fvect-cost-model=dynamic -fno-trapping-math
 VEC_SRC    := src/nn/graph_ops.c src/nn/conv.c src/nn/norm.c src/nn/ops_basic.c src/nn/dropout.c src/core/rng.c \
-              src/nn/cfconv.c
+              src/nn/cfconv.c src/core/optim.c
 ifneq ($(FUZZ),1)
 $(VEC_SRC:%.c=$(BUILD)/%.o): CFLAGS += $(VEC_CFLAGS)
 endif
+# The optimiser's update calls sqrtf on values >= 0: errno is never set, so dropping it
+# only lets the loop vectorise.
+$(BUILD)/src/core/optim.o: CFLAGS += -fno-math-errno
 # The AMX bf16 kernel: only called after blas.c has found AMX-BF16 at run time, so the
 # build still runs on any x86-64.
 $(BUILD)/src/core/gemm_amx.o: CFLAGS += -mamx-tile -mamx-bf16 -mavx512f -mavx512bw -mavx512bf16

@@ -297,6 +297,62 @@ static void test_adamw_matches_reference_formula(void **state)
     mm_params_destroy(&p);
 }
 
+/* Many parameters of odd lengths (the vectorised body and its tail, decay on and off):
+ * every value bit-equal to the scalar float formula of the update, step after step. */
+static void test_adamw_vector_loop_equals_scalar_formula(void **state)
+{
+    (void)state;
+    const int64_t len[4] = {1003, 37, 4, 300};
+    mm_params p;
+    mm_params_init(&p);
+    for (int i = 0; i < 4; i++) {
+        char name[16];
+        snprintf(name, sizeof name, i % 2 ? "w%d.bias" : "w%d", i);
+        assert_int_equal(mm_params_add(&p, name, 1, &len[i], NULL), MM_OK);
+    }
+    assert_int_equal(mm_params_alloc(&p), MM_OK);
+    size_t n = p.total;
+    float *w = malloc(n * sizeof *w), *m = calloc(n, sizeof *m), *v = calloc(n, sizeof *v);
+    assert_non_null(w);
+    assert_non_null(m);
+    assert_non_null(v);
+    uint32_t s = 12345;
+    for (size_t k = 0; k < n; k++) {
+        s = s * 1664525u + 1013904223u;
+        p.data[k] = w[k] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 2.0f;
+    }
+    mm_optimizer o;
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.05f, lr = 3e-3f;
+    assert_int_equal(mm_optim_adamw(&o, &p, b1, b2, eps, wd), MM_OK);
+    for (int t = 1; t <= 4; t++) {
+        for (size_t k = 0; k < n; k++) {
+            s = s * 1664525u + 1013904223u;
+            p.grad[k] = ((float)(s >> 8) / 16777216.0f - 0.5f) * (float)t;
+        }
+        assert_int_equal(mm_optim_step(&o, &p, lr), MM_OK);
+        float step_size = (float)(lr / (1.0 - pow(b1, t)));
+        float bc2_sqrt = (float)sqrt(1.0 - pow(b2, t));
+        for (int i = 0; i < p.count; i++) {
+            float decay = p.info[i].decay ? 1.0f - lr * wd : 1.0f;
+            for (size_t k = p.info[i].offset; k < p.info[i].offset + p.info[i].n; k++) {
+                float g = p.grad[k];
+                m[k] = b1 * m[k] + (1.0f - b1) * g;
+                v[k] = b2 * v[k] + (1.0f - b2) * g * g;
+                w[k] *= decay;
+                w[k] -= step_size * m[k] / (sqrtf(v[k]) / bc2_sqrt + eps);
+            }
+        }
+        assert_memory_equal(p.data, w, n * sizeof *w);
+        assert_memory_equal(o.m, m, n * sizeof *m);
+        assert_memory_equal(o.v, v, n * sizeof *v);
+    }
+    free(w);
+    free(m);
+    free(v);
+    mm_optim_destroy(&o);
+    mm_params_destroy(&p);
+}
+
 static void test_sgd_momentum_matches_reference_formula(void **state)
 {
     (void)state;
@@ -511,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_rng_streams_and_random_access),
         cmocka_unit_test(test_params_registry),
         cmocka_unit_test(test_adamw_matches_reference_formula),
+        cmocka_unit_test(test_adamw_vector_loop_equals_scalar_formula),
         cmocka_unit_test(test_sgd_momentum_matches_reference_formula),
         cmocka_unit_test(test_schedule_warmup_cosine),
         cmocka_unit_test(test_clip_grad_norm),
