@@ -438,6 +438,42 @@ static double chiral_volume(const mm_mol_feat *f)
            v[0][2] * (v[1][0] * v[2][1] - v[1][1] * v[2][0]);
 }
 
+/* ff_steps 0: the builder's geometry, without setting up a force field (its atom typing
+ * cost more than the build): a plausible conformer, reproducible, no UFF flag, and not the
+ * one the default budget relaxes. */
+static void test_conformer_builder_only(void **state)
+{
+    (void)state;
+    mm_chem_opts o;
+    mm_chem_opts_default(&o);
+    o.image = 0;
+    o.ff_steps = 0;
+    mm_chem *c0 = NULL, *c50 = make_chem(1, 0);
+    assert_int_equal(mm_chem_create(&o, &c0), MM_OK);
+    mm_mol_feat f, g;
+    mm_mol_feat_init(&f);
+    mm_mol_feat_init(&g);
+    const char *smi[2] = {"CC(C)(C)c1ccc2occ(CC(=O)Nc3ccccc3F)c2c1", "OB(O)c1ccccc1"};
+    for (int k = 0; k < 2; k++) {
+        featurize_seed(c0, smi[k], 11, &f);
+        assert_int_equal(f.conf_ok, 1);
+        assert_int_equal(f.conf_uff, 0);
+        for (int b = 0; b < f.n_bonds; b++) {
+            double d = dist3(f.xyz, f.bond_index[2 * b], f.bond_index[2 * b + 1]);
+            if (d < 1.0 || d > 2.6) fail_msg("%s: bond %d is %.2f A long", smi[k], b, d);
+        }
+        featurize_seed(c0, smi[k], 11, &g);
+        assert_memory_equal(g.xyz, f.xyz, (size_t)f.n_atoms * 3 * sizeof(float));
+        featurize_seed(c50, smi[k], 11, &g);
+        assert_int_equal(g.n_atoms, f.n_atoms);
+        assert_memory_not_equal(g.xyz, f.xyz, (size_t)f.n_atoms * 3 * sizeof(float));
+    }
+    mm_mol_feat_free(&f);
+    mm_mol_feat_free(&g);
+    mm_chem_destroy(&c0);
+    mm_chem_destroy(&c50);
+}
+
 static void test_conformer(void **state)
 {
     (void)state;
@@ -1095,6 +1131,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_input_rejects),
         cmocka_unit_test(test_parity_with_rdkit),
         cmocka_unit_test(test_conformer),
+        cmocka_unit_test(test_conformer_builder_only),
         cmocka_unit_test(test_image),
         cmocka_unit_test(test_fingerprint_packing),
         cmocka_unit_test(test_fingerprint_similarity),

@@ -25,7 +25,8 @@
  *   radicals, conjugation and hybridisation follow RDKit's rules (see src/chem/ogb.c for
  *   the remaining known differences and the choices made).
  * - Conformer: Open Babel's builder, then MMFF94 (UFF when MMFF94 has no parameters),
- *   conjugate gradients for at most ff_steps steps; the random numbers the builder draws
+ *   conjugate gradients for at most ff_steps steps (ff_steps 0: the builder's geometry,
+ *   no force field set up, conf_uff 0); the random numbers the builder draws
  *   are seeded with the per-molecule seed, the build starts from the canonical SMILES
  *   and the stereocentres are repaired in atom order, so the same molecule and seed give
  *   the same coordinates whatever came before, in this process or another (with

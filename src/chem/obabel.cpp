@@ -922,16 +922,20 @@ static void do_conformer(mm_chem *c, const OBMol &mol, uint64_t seed, mm_mol_fea
     OBBuilder builder;
     if (!builder.Build(m3, false)) return;
     m3.SetDimension(3);
-    OBForceField *ff = c->mmff;
     bool uff = false;
-    if (!ff->Setup(m3)) {
-        ff = c->uff;
-        uff = true;
-        if (!ff->Setup(m3)) return;
+    /* ff_steps 0 keeps the builder's geometry: no force field is set up (its atom typing
+     * costs more than the builder itself) */
+    if (c->o.ff_steps > 0) {
+        OBForceField *ff = c->mmff;
+        if (!ff->Setup(m3)) {
+            ff = c->uff;
+            uff = true;
+            if (!ff->Setup(m3)) return;
+        }
+        ff->SetLogLevel(OBFF_LOGLVL_NONE);
+        ff->ConjugateGradients(c->o.ff_steps, 1e-6);
+        ff->GetCoordinates(m3);
     }
-    ff->SetLogLevel(OBFF_LOGLVL_NONE);
-    if (c->o.ff_steps > 0) ff->ConjugateGradients(c->o.ff_steps, 1e-6);
-    ff->GetCoordinates(m3);
 
     double spread = 0;
     for (int i = 0; i < n; i++) {

@@ -59,7 +59,7 @@ static const mm_cfg_field fields[] = {
     F(features, mm_prep_features_config, conformer, MM_CFG_BOOL, "true", 1, 0,
       "build one 3D conformer per molecule (Open Babel builder, MMFF94, UFF fallback)"),
     F(features, mm_prep_features_config, ff_steps, MM_CFG_INT, MM_CHEM_STR(MM_CHEM_FF_STEPS_DEFAULT), 0, 1000000,
-      "force-field conjugate-gradient steps per conformer"),
+      "force-field conjugate-gradient steps per conformer (0: the builder's geometry, no force field set up)"),
     F(features, mm_prep_features_config, keep_input_3d, MM_CFG_BOOL, "true", 1, 0,
       "SD records with 3D coordinates keep them (also when conformer is false)"),
     F(features, mm_prep_features_config, seed, MM_CFG_INT64, "1", 0, 9.2e18,
