@@ -128,11 +128,150 @@ static mm_status bn_allreduce(mm_tape *t, double *buf, int64_t n)
     return MM_OK;
 }
 
+/* ---- [N, C], channels innermost (the GIN's rows, the CNN's positions) ----------------
+ * Per element the arithmetic of the strided loops further down, in double; the row
+ * kernels vectorise over the channels and are compiled for AVX-512, AVX2 and baseline
+ * x86-64, picked at load time (the default build runs on any x86-64; without
+ * contraction or reassociation every version gives the same bits). */
+#define BN_VEC __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* acc[C] += the column sums of x [N, C] */
+BN_VEC
+static void bn_rows_sum(const float *restrict x, int64_t N, int64_t C, double *restrict acc)
+{
+    for (int64_t i = 0; i < N * C; i += C)
+        for (int64_t c = 0; c < C; c++) acc[c] += x[i + c];
+}
+
+/* acc[C] += the column sums of (x - mean)^2 */
+BN_VEC
+static void bn_rows_sqdev(const float *restrict x, int64_t N, int64_t C, const double *restrict mean,
+                          double *restrict acc)
+{
+    for (int64_t i = 0; i < N * C; i += C)
+        for (int64_t c = 0; c < C; c++) {
+            double d = x[i + c] - mean[c];
+            acc[c] += d * d;
+        }
+}
+
+/* y = (x - mean) * invstd * g + b, then max(., 0) with relu (NaN -> 0 as well). */
+BN_VEC
+static void bn_rows_normalise(const float *restrict x, int64_t N, int64_t C, const double *restrict mean,
+                              const double *restrict invstd, const double *restrict g, const double *restrict b,
+                              bool relu, float *restrict y)
+{
+    if (relu)
+        for (int64_t i = 0; i < N * C; i += C)
+            for (int64_t c = 0; c < C; c++) {
+                float v = (float)((x[i + c] - mean[c]) * invstd[c] * g[c] + b[c]);
+                y[i + c] = v > 0.0f ? v : 0.0f;
+            }
+    else
+        for (int64_t i = 0; i < N * C; i += C)
+            for (int64_t c = 0; c < C; c++) y[i + c] = (float)((x[i + c] - mean[c]) * invstd[c] * g[c] + b[c]);
+}
+
+/* With the ReLU, dy is gy where the output is positive, else 0. The output's sign is
+ * recomputed from x with the forward's arithmetic (gb: g then b, as bn_rows_normalise
+ * takes them), the same bits, instead of read from y: one pass less over memory. */
+#define BN_RELU_DY(i, c, xh) ((float)((xh) * gb[c] + gb[C + (c)]) > 0.0f ? gy[(i) + (c)] : 0.0f)
+
+/* sd[C] += column sums of dy, sdx[C] += of dy * xhat. gb: NULL without the ReLU. */
+BN_VEC
+static void bn_rows_grad_sums(const float *restrict x, const float *restrict gy, const double *restrict gb,
+                              int64_t N, int64_t C, const double *restrict mean, const double *restrict invstd,
+                              double *restrict sd, double *restrict sdx)
+{
+    if (gb)
+        for (int64_t i = 0; i < N * C; i += C)
+            for (int64_t c = 0; c < C; c++) {
+                double xh = (x[i + c] - mean[c]) * invstd[c];
+                float g = BN_RELU_DY(i, c, xh);
+                sd[c] += g;
+                sdx[c] += g * xh;
+            }
+    else
+        for (int64_t i = 0; i < N * C; i += C)
+            for (int64_t c = 0; c < C; c++) {
+                sd[c] += gy[i + c];
+                sdx[c] += gy[i + c] * ((x[i + c] - mean[c]) * invstd[c]);
+            }
+}
+
+/* gx += scale * (dy - md - xhat * mdx) */
+BN_VEC
+static void bn_rows_grad(const float *restrict x, const float *restrict gy, const double *restrict gb, int64_t N,
+                         int64_t C, const double *restrict mean, const double *restrict invstd,
+                         const double *restrict scale, const double *restrict md, const double *restrict mdx,
+                         float *restrict gx)
+{
+    if (gb)
+        for (int64_t i = 0; i < N * C; i += C)
+            for (int64_t c = 0; c < C; c++) {
+                double xh = (x[i + c] - mean[c]) * invstd[c];
+                gx[i + c] += (float)(scale[c] * (BN_RELU_DY(i, c, xh) - md[c] - xh * mdx[c]));
+            }
+    else
+        for (int64_t i = 0; i < N * C; i += C)
+            for (int64_t c = 0; c < C; c++) {
+                double xh = (x[i + c] - mean[c]) * invstd[c];
+                gx[i + c] += (float)(scale[c] * (gy[i + c] - md[c] - xh * mdx[c]));
+            }
+}
+
+/* gamma then beta [2 C] in double, 1 and 0 when absent. */
+static mm_status bn_affine(mm_tape *t, const mm_tensor *gamma, const mm_tensor *beta, int64_t C, double **gb)
+{
+    MM_CALL(mm_tape_alloc(t, (size_t)(2 * C) * sizeof(double), (void **)gb));
+    for (int64_t ch = 0; ch < C; ch++) {
+        (*gb)[ch] = gamma ? gamma->data[ch] : 1.0;
+        (*gb)[C + ch] = beta ? beta->data[ch] : 0.0;
+    }
+    return MM_OK;
+}
+
+/* The backward over [N, C] rows (S == 1): two passes, the sums, then dx. */
+static mm_status bn_rows_backward(mm_node *nd)
+{
+    bn_ctx *c = nd->ctx;
+    mm_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
+    int64_t N = c->N, C = c->C;
+    double *gb = NULL; /* the ReLU's mask from x (bn_rows_grad_sums) */
+    if (c->relu) MM_CALL(bn_affine(nd->tape, gamma, beta, C, &gb));
+    /* sums[0..C): sum of dy per channel; sums[C..2C): sum of dy * xhat (local part) */
+    double *sums;
+    MM_CALL(mm_tape_calloc(nd->tape, (size_t)(2 * C) * sizeof(double), (void **)&sums));
+    bn_rows_grad_sums(x->data, y->grad, gb, N, C, c->mean, c->invstd, sums, sums + C);
+    /* Parameter gradients are this rank's share; the gradient allreduce adds the rest. */
+    for (int64_t ch = 0; ch < C; ch++) {
+        if (gamma && gamma->grad) gamma->grad[ch] += (float)sums[C + ch];
+        if (beta && beta->grad) beta->grad[ch] += (float)sums[ch];
+    }
+    if (!x->grad) return MM_OK;
+    if (c->training) MM_CALL(bn_allreduce(nd->tape, sums, 2 * C));
+    /* training: d/dx of (x - mu) * invstd through mu and var of the whole batch; with
+     * running statistics only the scale (md = mdx = 0) */
+    double *scale;
+    MM_CALL(mm_tape_calloc(nd->tape, (size_t)(3 * C) * sizeof(double), (void **)&scale));
+    double *md = scale + C, *mdx = md + C;
+    for (int64_t ch = 0; ch < C; ch++) {
+        scale[ch] = c->invstd[ch] * (gamma ? (double)gamma->data[ch] : 1.0);
+        if (c->training) {
+            md[ch] = sums[ch] / c->n;
+            mdx[ch] = sums[C + ch] / c->n;
+        }
+    }
+    bn_rows_grad(x->data, y->grad, gb, N, C, c->mean, c->invstd, scale, md, mdx, x->grad);
+    return MM_OK;
+}
+
 static mm_status bn_backward(mm_node *nd)
 {
     bn_ctx *c = nd->ctx;
     mm_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
     int64_t N = c->N, C = c->C, S = c->S;
+    if (S == 1) return bn_rows_backward(nd);
     /* ReLU: the gradient passes where the output is positive. Every consumer of y has
      * added into y->grad before this runs, so it is masked in place. */
     if (c->relu) {
@@ -143,30 +282,17 @@ static mm_status bn_backward(mm_node *nd)
     /* sums[0..C): sum of dy per channel; sums[C..2C): sum of dy * xhat (local part). */
     double *sums;
     MM_CALL(mm_tape_calloc(nd->tape, (size_t)(2 * C) * sizeof(double), (void **)&sums));
-    if (S == 1) {
-        /* [N, C]: the same sums, channels innermost (contiguous, vectorisable) */
-        const double *restrict mean = c->mean, *restrict invstd = c->invstd;
-        double *restrict sd = sums, *restrict sdx = sums + C;
-        for (int64_t i = 0; i < N; i++) {
-            const float *restrict xs = x->data + i * C, *restrict gy = y->grad + i * C;
-            for (int64_t ch = 0; ch < C; ch++) {
-                sd[ch] += gy[ch];
-                sdx[ch] += gy[ch] * ((xs[ch] - mean[ch]) * invstd[ch]);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t ch = 0; ch < C; ch++) {
+            const float *xs = x->data + (i * C + ch) * S, *gy = y->grad + (i * C + ch) * S;
+            double mu = c->mean[ch], is = c->invstd[ch], sd = 0, sdx = 0;
+            for (int64_t k = 0; k < S; k++) {
+                sd += gy[k];
+                sdx += gy[k] * ((xs[k] - mu) * is);
             }
+            sums[ch] += sd;
+            sums[C + ch] += sdx;
         }
-    } else {
-        for (int64_t i = 0; i < N; i++)
-            for (int64_t ch = 0; ch < C; ch++) {
-                const float *xs = x->data + (i * C + ch) * S, *gy = y->grad + (i * C + ch) * S;
-                double mu = c->mean[ch], is = c->invstd[ch], sd = 0, sdx = 0;
-                for (int64_t k = 0; k < S; k++) {
-                    sd += gy[k];
-                    sdx += gy[k] * ((xs[k] - mu) * is);
-                }
-                sums[ch] += sd;
-                sums[C + ch] += sdx;
-            }
-    }
     /* Parameter gradients are this rank's share; the gradient allreduce adds the rest. */
     for (int64_t ch = 0; ch < C; ch++) {
         if (gamma && gamma->grad) gamma->grad[ch] += (float)sums[C + ch];
@@ -174,29 +300,6 @@ static mm_status bn_backward(mm_node *nd)
     }
     if (!x->grad) return MM_OK;
     if (c->training) MM_CALL(bn_allreduce(nd->tape, sums, 2 * C));
-    if (S == 1 && c->training) {
-        /* [N, C], channels innermost: per element the arithmetic of the loop below */
-        double *scale, *md, *mdx;
-        MM_CALL(mm_tape_alloc(nd->tape, (size_t)(3 * C) * sizeof(double), (void **)&scale));
-        md = scale + C;
-        mdx = md + C;
-        for (int64_t ch = 0; ch < C; ch++) {
-            scale[ch] = c->invstd[ch] * (gamma ? (double)gamma->data[ch] : 1.0);
-            md[ch] = sums[ch] / c->n;
-            mdx[ch] = sums[C + ch] / c->n;
-        }
-        const double *restrict mean = c->mean, *restrict invstd = c->invstd, *restrict sc = scale,
-                               *restrict m1 = md, *restrict m2 = mdx;
-        for (int64_t i = 0; i < N; i++) {
-            const float *restrict xs = x->data + i * C, *restrict gy = y->grad + i * C;
-            float *restrict gx = x->grad + i * C;
-            for (int64_t ch = 0; ch < C; ch++) {
-                double xh = (xs[ch] - mean[ch]) * invstd[ch];
-                gx[ch] += (float)(sc[ch] * (gy[ch] - m1[ch] - xh * m2[ch]));
-            }
-        }
-        return MM_OK;
-    }
     for (int64_t ch = 0; ch < C; ch++) {
         double is = c->invstd[ch], mu = c->mean[ch];
         double scale = is * (gamma ? (double)gamma->data[ch] : 1.0);
@@ -251,13 +354,9 @@ static mm_status batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor
         /* Pass 1: per-channel sums and the count -> global mean. buf [C + 1]. */
         double *buf;
         MM_CALL(mm_tape_calloc(t, (size_t)(C + 1) * sizeof(double), (void **)&buf));
-        if (S == 1) { /* [N, C]: the same sums, channels innermost */
-            double *restrict acc = buf;
-            for (int64_t i = 0; i < N; i++) {
-                const float *restrict xs = x->data + i * C;
-                for (int64_t ch = 0; ch < C; ch++) acc[ch] += xs[ch];
-            }
-        } else
+        if (S == 1) /* [N, C]: the same sums, channels innermost */
+            bn_rows_sum(x->data, N, C, buf);
+        else
             for (int64_t i = 0; i < N; i++)
                 for (int64_t ch = 0; ch < C; ch++) {
                     const float *xs = x->data + (i * C + ch) * S;
@@ -276,17 +375,9 @@ static mm_status batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor
         for (int64_t ch = 0; ch < C; ch++) c->mean[ch] = buf[ch] / n;
         /* Pass 2: sum of squared deviations from the global mean -> biased variance. */
         memset(buf, 0, (size_t)C * sizeof(double));
-        if (S == 1) {
-            double *restrict acc = buf;
-            const double *restrict mean = c->mean;
-            for (int64_t i = 0; i < N; i++) {
-                const float *restrict xs = x->data + i * C;
-                for (int64_t ch = 0; ch < C; ch++) {
-                    double d = xs[ch] - mean[ch];
-                    acc[ch] += d * d;
-                }
-            }
-        } else
+        if (S == 1)
+            bn_rows_sqdev(x->data, N, C, c->mean, buf);
+        else
             for (int64_t i = 0; i < N; i++)
                 for (int64_t ch = 0; ch < C; ch++) {
                     const float *xs = x->data + (i * C + ch) * S;
@@ -318,20 +409,8 @@ static mm_status batchnorm(mm_tape *t, mm_tensor *x, mm_tensor *gamma, mm_tensor
     if (S == 1) {
         /* [N, C], channels innermost: per element the arithmetic of the loop below */
         double *gb;
-        MM_CALL(mm_tape_alloc(t, (size_t)(2 * C) * sizeof(double), (void **)&gb));
-        for (int64_t ch = 0; ch < C; ch++) {
-            gb[ch] = gamma ? gamma->data[ch] : 1.0;
-            gb[C + ch] = beta ? beta->data[ch] : 0.0;
-        }
-        const double *restrict mean = c->mean, *restrict invstd = c->invstd, *restrict g = gb, *restrict b = gb + C;
-        for (int64_t i = 0; i < N; i++) {
-            const float *restrict xs = x->data + i * C;
-            float *restrict ys = y->data + i * C;
-            for (int64_t ch = 0; ch < C; ch++) {
-                float v = (float)((xs[ch] - mean[ch]) * invstd[ch] * g[ch] + b[ch]);
-                ys[ch] = relu && !(v > 0.0f) ? 0.0f : v;
-            }
-        }
+        MM_CALL(bn_affine(t, gamma, beta, C, &gb));
+        bn_rows_normalise(x->data, N, C, c->mean, c->invstd, gb, gb + C, relu, y->data);
     } else {
         for (int64_t i = 0; i < N; i++)
             for (int64_t ch = 0; ch < C; ch++) {
