@@ -45,6 +45,8 @@ VEC_SRC    := src/nn/graph_ops.c src/nn/conv.c src/nn/norm.c src/nn/ops_basic.c 
               src/nn/cfconv.c src/core/optim.c
 ifneq ($(FUZZ),1)
 $(VEC_SRC:%.c=$(BUILD)/%.o): CFLAGS += $(VEC_CFLAGS)
+# im2col copies runs of kw * Cin floats (9 in the first layer): loops, not memcpy calls.
+$(BUILD)/src/nn/conv.o: CFLAGS += -fno-tree-loop-distribute-patterns
 endif
 # The optimiser's update calls sqrtf on values >= 0: errno is never set, so dropping it
 # only lets the loop vectorise.

@@ -703,6 +703,15 @@ static void test_conv2d_nhwc_grad(void **state)
     conv_args one = {1, 1, true};
     gc_input px[3] = {IN(x, 4, 3, 1, 1, 3), IN(w, 4, 4, 3, 3, 3), IN(b, 1, 4)};
     assert_int_equal(gradcheck(build_conv_nhwc, &one, 3, px, NULL), 0);
+    /* 16 output channels and 27 taps: the direct forward (conv.c), against its backward */
+    float wd[16 * 3 * 3 * 3], bd[16];
+    gc_fill_uniform(wd, 432, -1, 1, 94);
+    gc_fill_uniform(bd, 16, -1, 1, 95);
+    for (int s = 1; s <= 2; s++) {
+        conv_args a = {s, 1, true};
+        gc_input in[3] = {IN(x, 4, 2, 5, 4, 3), IN(wd, 4, 16, 3, 3, 3), IN(bd, 1, 16)};
+        assert_int_equal(gradcheck(build_conv_nhwc, &a, 3, in, NULL), 0);
+    }
 }
 
 /* The channels-last convolution is the NCHW one with its axes moved: values and every
@@ -767,6 +776,10 @@ static void test_conv2d_nhwc_matches_nchw(void **state)
     check_nhwc_vs_nchw(40, 3, 32, 8, 1, true, 101);  /* 3 input channels (the images), 2 blocks */
     check_nhwc_vs_nchw(40, 3, 32, 8, 2, false, 111); /* the encoder's stride 2, no bias */
     check_nhwc_vs_nchw(9, 16, 9, 64, 2, true, 121);  /* odd size, wider channels */
+    /* Cout a multiple of 16 with 27 taps: the direct forward; 13 -> 7 columns (a step of 4
+     * positions and 3 single ones) and 10 -> 10 */
+    check_nhwc_vs_nchw(6, 3, 13, 32, 2, true, 131);
+    check_nhwc_vs_nchw(5, 3, 10, 16, 1, false, 141);
 }
 
 static mm_status build_gap_nhwc(mm_tape *t, mm_tensor **in, void *ctx, mm_tensor **out)

@@ -230,29 +230,37 @@ typedef struct {
     float *wp; /* [Cout, kh, kw, Cin] */
 } nhwc_ctx;
 
-/* col [P, K] of one image xi [H, W, Cin]; positions in the padding get 0. */
+/* col [P, K] of one image xi [H, W, Cin]; positions in the padding get 0. A tap row p
+ * of an output position is, away from the left and right edges, one run of kw * Cin
+ * floats of the input row: copied as one plain loop (this file is compiled without
+ * GCC's conversion of such loops into calls to memcpy, which cost more than a run of
+ * 9 floats, the first layer's). */
 static void im2col_nhwc(const conv_geom *g, const float *restrict xi, float *restrict col)
 {
-    int64_t K = g->kh * g->kw * g->Cin, C = g->Cin;
+    int64_t K = g->kh * g->kw * g->Cin, C = g->Cin, run = g->kw * C;
     for (int64_t oh = 0; oh < g->Ho; oh++)
         for (int64_t ow = 0; ow < g->Wo; ow++) {
             float *restrict row = col + (oh * g->Wo + ow) * K;
+            int64_t iw0 = ow * g->s - g->pad_w;
+            bool inside = iw0 >= 0 && iw0 + g->kw <= g->W;
             for (int64_t p = 0; p < g->kh; p++) {
                 int64_t ih = oh * g->s - g->pad_h + p;
-                float *restrict dst = row + p * g->kw * C;
+                float *restrict dst = row + p * run;
                 if (ih < 0 || ih >= g->H) {
-                    memset(dst, 0, (size_t)(g->kw * C) * sizeof(float));
-                    continue;
-                }
-                for (int64_t q = 0; q < g->kw; q++) {
-                    int64_t iw = ow * g->s - g->pad_w + q;
-                    if (iw < 0 || iw >= g->W) {
-                        for (int64_t c = 0; c < C; c++) dst[q * C + c] = 0.0f;
-                        continue;
+                    for (int64_t k = 0; k < run; k++) dst[k] = 0.0f;
+                } else if (inside) {
+                    const float *restrict src = xi + (ih * g->W + iw0) * C;
+                    for (int64_t k = 0; k < run; k++) dst[k] = src[k];
+                } else
+                    for (int64_t q = 0; q < g->kw; q++) {
+                        int64_t iw = iw0 + q;
+                        if (iw < 0 || iw >= g->W) {
+                            for (int64_t c = 0; c < C; c++) dst[q * C + c] = 0.0f;
+                            continue;
+                        }
+                        const float *restrict src = xi + (ih * g->W + iw) * C;
+                        for (int64_t c = 0; c < C; c++) dst[q * C + c] = src[c];
                     }
-                    const float *restrict src = xi + (ih * g->W + iw) * C;
-                    for (int64_t c = 0; c < C; c++) dst[q * C + c] = src[c];
-                }
             }
         }
 }
@@ -260,19 +268,26 @@ static void im2col_nhwc(const conv_geom *g, const float *restrict xi, float *res
 /* Adjoint of im2col_nhwc: dxi [H, W, Cin] += the columns' contributions. */
 static void col2im_nhwc(const conv_geom *g, const float *restrict col, float *restrict dxi)
 {
-    int64_t K = g->kh * g->kw * g->Cin, C = g->Cin;
+    int64_t K = g->kh * g->kw * g->Cin, C = g->Cin, run = g->kw * C;
     for (int64_t oh = 0; oh < g->Ho; oh++)
         for (int64_t ow = 0; ow < g->Wo; ow++) {
             const float *restrict row = col + (oh * g->Wo + ow) * K;
+            int64_t iw0 = ow * g->s - g->pad_w;
+            bool inside = iw0 >= 0 && iw0 + g->kw <= g->W;
             for (int64_t p = 0; p < g->kh; p++) {
                 int64_t ih = oh * g->s - g->pad_h + p;
                 if (ih < 0 || ih >= g->H) continue;
+                const float *restrict src = row + p * run;
+                if (inside) {
+                    float *restrict dst = dxi + (ih * g->W + iw0) * C;
+                    for (int64_t k = 0; k < run; k++) dst[k] += src[k];
+                    continue;
+                }
                 for (int64_t q = 0; q < g->kw; q++) {
-                    int64_t iw = ow * g->s - g->pad_w + q;
+                    int64_t iw = iw0 + q;
                     if (iw < 0 || iw >= g->W) continue;
-                    const float *restrict src = row + (p * g->kw + q) * C;
                     float *restrict dst = dxi + (ih * g->W + iw) * C;
-                    for (int64_t c = 0; c < C; c++) dst[c] += src[c];
+                    for (int64_t c = 0; c < C; c++) dst[c] += src[q * C + c];
                 }
             }
         }
@@ -293,6 +308,82 @@ static void weight_taps(const conv_geom *g, float *w, float *taps, bool to_taps)
                     else
                         *a += *t;
                 }
+}
+
+/* ---- direct forward for few taps (the first layer: K = 3 x 3 x 3 = 27) ----------------
+ * A GEMM with K = 27 spends its time packing and writing C, not multiplying (BLIS ran it at
+ * a quarter of its rate), and the im2col matrix it reads is as large as y. Instead each
+ * output position's 16 channels at a time are accumulated from the zero-padded image
+ * directly: per tap one broadcast of the input value times a 16-wide weight vector. The
+ * kernel is plain C on GCC vectors, compiled for AVX-512, AVX2 and baseline x86-64 and
+ * picked at load time. Used when Cout is a multiple of 16 and K at most DIRECT_MAX_K. */
+#define DIRECT_MAX_K 32
+#define DIRECT_PIX 8 /* output positions per step: independent sums to cover the add latency */
+typedef float vf16 __attribute__((vector_size(64), aligned(4)));
+
+static bool conv_direct_ok(const conv_geom *g)
+{
+    return g->Cout % 16 == 0 && g->Cin * g->kh * g->kw <= DIRECT_MAX_K;
+}
+
+/* y [Ho, Wo, Cout] of one zero-padded image xp [H + 2 pad_h, W + 2 pad_w, Cin]; wt [K, Cout]
+ * the weights tap-major, b [Cout] or NULL. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void conv_direct_image(const conv_geom *g, const float *restrict xp, const float *restrict wt,
+                              const float *restrict b, float *restrict y)
+{
+    int64_t C = g->Cin, Cout = g->Cout, run = g->kw * C, Wp = g->W + 2 * g->pad_w;
+    for (int64_t oh = 0; oh < g->Ho; oh++)
+        for (int64_t j = 0; j < Cout; j += 16) {
+            vf16 bias = {0};
+            if (b) bias = *(const vf16 *)(b + j);
+            int64_t ow = 0;
+            for (; ow + DIRECT_PIX <= g->Wo; ow += DIRECT_PIX) {
+                vf16 a[DIRECT_PIX];
+                for (int i = 0; i < DIRECT_PIX; i++) a[i] = bias;
+                for (int64_t p = 0; p < g->kh; p++) {
+                    const float *x0 = xp + ((oh * g->s + p) * Wp + ow * g->s) * C;
+                    const float *wp = wt + p * run * Cout + j;
+                    for (int64_t k = 0; k < run; k++) {
+                        vf16 w = *(const vf16 *)(wp + k * Cout);
+#pragma GCC unroll 8
+                        for (int i = 0; i < DIRECT_PIX; i++) a[i] += x0[i * g->s * C + k] * w;
+                    }
+                }
+                float *yo = y + (oh * g->Wo + ow) * Cout + j;
+#pragma GCC unroll 8
+                for (int i = 0; i < DIRECT_PIX; i++) *(vf16 *)(yo + i * Cout) = a[i];
+            }
+            for (; ow < g->Wo; ow++) {
+                vf16 a0 = bias;
+                for (int64_t p = 0; p < g->kh; p++) {
+                    const float *x0 = xp + ((oh * g->s + p) * Wp + ow * g->s) * C;
+                    const float *wp = wt + p * run * Cout + j;
+                    for (int64_t k = 0; k < run; k++) a0 += x0[k] * *(const vf16 *)(wp + k * Cout);
+                }
+                *(vf16 *)(y + (oh * g->Wo + ow) * Cout + j) = a0;
+            }
+        }
+}
+
+/* y [N, Ho, Wo, Cout] of x [N, H, W, Cin] by conv_direct_image; wp [Cout, K] in the taps'
+ * order. */
+static mm_status conv_direct_forward(mm_tape *t, const conv_geom *g, const float *x, const float *wp, const float *b,
+                                     float *y)
+{
+    int64_t C = g->Cin, K = C * g->kh * g->kw, Hp = g->H + 2 * g->pad_h, Wp = g->W + 2 * g->pad_w;
+    float *wt, *xp; /* wt [K, Cout], xp [Hp, Wp, Cin] */
+    MM_CALL(mm_tape_alloc(t, (size_t)(K * g->Cout) * sizeof(float), (void **)&wt));
+    MM_CALL(mm_tape_calloc(t, (size_t)(Hp * Wp * C) * sizeof(float), (void **)&xp));
+    for (int64_t o = 0; o < g->Cout; o++)
+        for (int64_t k = 0; k < K; k++) wt[k * g->Cout + o] = wp[o * K + k];
+    for (int64_t n = 0; n < g->N; n++) {
+        const float *xi = x + n * g->H * g->W * C;
+        for (int64_t h = 0; h < g->H; h++) /* the border stays 0 */
+            memcpy(xp + ((h + g->pad_h) * Wp + g->pad_w) * C, xi + h * g->W * C, (size_t)(g->W * C) * sizeof(float));
+        conv_direct_image(g, xp, wt, b, y + n * g->Ho * g->Wo * g->Cout);
+    }
+    return MM_OK;
 }
 
 static mm_status conv_nhwc_backward(mm_node *nd)
@@ -350,6 +441,12 @@ mm_status mm_conv2d_nhwc(mm_tape *t, mm_tensor *x, mm_tensor *w, mm_tensor *b, i
     mm_tensor *in[3] = {x, w, b};
     mm_tensor *y;
     MM_CALL(mm_tensor_new(t, 4, (int64_t[]){g->N, g->Ho, g->Wo, Cout}, mm_tape_wants_grad(t, 3, in), &y));
+    if (conv_direct_ok(g)) {
+        MM_CALL(conv_direct_forward(t, g, x->data, cx->wp, b ? b->data : NULL, y->data));
+        MM_CALL(mm_tape_record(t, "conv2d_nhwc", conv_nhwc_backward, y, 3, in, cx));
+        *out = y;
+        return MM_OK;
+    }
     float *col; /* [nb*P, K] */
     MM_CALL(mm_tape_alloc(t, (size_t)(g->block * P * K) * sizeof(float), (void **)&col));
     int64_t hwc = g->H * g->W * g->Cin;
