@@ -54,6 +54,8 @@ $(BUILD)/src/core/optim.o: CFLAGS += -fno-math-errno
 # The AMX bf16 kernel: only called after blas.c has found AMX-BF16 at run time, so the
 # build still runs on any x86-64.
 $(BUILD)/src/core/gemm_amx.o: CFLAGS += -mamx-tile -mamx-bf16 -mavx512f -mavx512bw -mavx512bf16
+# The float32 AVX-512 kernel: likewise only called after blas.c has found AVX-512F.
+$(BUILD)/src/core/gemm_avx512.o: CFLAGS += -mavx512f
 
 LIB_C    := $(wildcard src/core/*.c src/nn/*.c src/chem/*.c src/data/*.c src/dist/*.c src/model/*/*.c)
 LIB_CXX  := $(wildcard src/chem/*.cpp)

@@ -23,11 +23,16 @@ void mm_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
 /* The layers' products (Linear, convolution; not the losses, kNN or memory bank): in
  * float32, or with train.precision bf16 with their inputs rounded to bfloat16 (to
  * nearest, ties to even) and float32 accumulation on Intel AMX tiles. Products below
- * 32^3 multiply-adds stay in float32. */
+ * 32^3 multiply-adds stay in float32. On a CPU with AVX-512 the float32 products run on
+ * this project's AVX-512 kernel, BLIS's otherwise (the same values up to float rounding:
+ * fused multiply-adds, another order of the sums; either way a row of C does not depend
+ * on the other rows of the call, as 1 vs P ranks needs). */
 typedef enum { MM_PREC_FP32 = 0, MM_PREC_BF16 = 1 } mm_precision;
 void mm_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
              const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
              float *c, int64_t ldc);
+/* Whether mm_gemm's float32 products run on the AVX-512 kernel on this CPU. */
+bool mm_blas_avx512_used(void);
 /* For this process; bf16 is an error (naming what is missing) without AMX-BF16. */
 mm_status mm_blas_set_precision(mm_precision p);
 mm_precision mm_blas_precision(void);

@@ -1,5 +1,7 @@
 /* blas.c: BLIS typed expert API behind mm_sgemm; the layers' mm_gemm, which runs on
- * AMX tiles in bfloat16 when the job asks for it (gemm_amx.c). */
+ * AMX tiles in bfloat16 when the job asks for it (gemm_amx.c) and otherwise, on a CPU
+ * with AVX-512, on this project's float32 AVX-512 kernel (gemm_avx512.c): the BLIS of
+ * the system runs its AVX2 kernel there, at half the core's rate. */
 #include "mmsa/blas.h"
 
 #include <blis.h>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 
 #include "gemm_amx.h"
+#include "gemm_avx512.h"
 #include "mmsa/error.h"
 
 static double flops;
@@ -49,6 +52,19 @@ void mm_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
 static bool use_bf16;
 static int amx_state = -1; /* -1 not probed, 0 unusable, 1 usable */
 static const char *amx_why = "";
+static int avx512_state = -1; /* likewise, for the float32 kernel */
+
+/* AVX-512F on the CPU and its register state (opmask, upper ZMM) enabled by the OS. */
+static bool probe_avx512(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 16))) return false;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    unsigned need = (1u << 1) | (1u << 2) | (7u << 5); /* SSE, AVX, AVX-512 state */
+    return (lo & need) == need;
+}
 
 /* AMX-BF16, AMX-TILE, AVX512F/BW and AVX512_BF16 on the CPU, their state enabled by the
  * OS (XCR0), and the tile data granted to this process (Linux arch_prctl). */
@@ -111,11 +127,20 @@ mm_precision mm_blas_precision(void) { return use_bf16 ? MM_PREC_BF16 : MM_PREC_
 /* Below this many multiply-adds the packing costs more than the tiles save. */
 #define BF16_MIN_MACS (32.0 * 32.0 * 32.0)
 
+bool mm_blas_avx512_used(void)
+{
+    if (avx512_state < 0) avx512_state = probe_avx512() ? 1 : 0;
+    return avx512_state == 1;
+}
+
 void mm_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
              const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
-    if (use_bf16 && m > 0 && n > 0 && k > 0 && (double)m * (double)n * (double)k >= BF16_MIN_MACS &&
-        mm_gemm_amx(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0) {
+    bool any = m > 0 && n > 0 && k > 0, big = any && (double)m * (double)n * (double)k >= BF16_MIN_MACS;
+    /* float32 (and bf16's small products): every size on the one kernel, so that a row of
+     * C comes out the same whether the call has all the batch's rows or one rank's share */
+    if ((big && use_bf16 && mm_gemm_amx(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0) ||
+        (any && mm_blas_avx512_used() && mm_gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0)) {
         flops += 2.0 * (double)m * (double)n * (double)k;
         return;
     }
