@@ -28,6 +28,7 @@
 #include "mmsa/model.h"
 #include "mmsa/optim.h"
 #include "mmsa/params.h"
+#include "mmsa/run.h"
 #include "mmsa/tensor.h"
 
 #define MM_ACML_MAX_CELLS 4
@@ -132,8 +133,7 @@ typedef struct mm_acml_trainer {
     FILE *log;
     char ckpt_dir[1024];
     char *job_text;
-    double t_start, t_last_log;
-    int64_t step_last_log, step0; /* step0: the step this process started at (after a resume) */
+    mm_run_clock clock;
     bool quiet;
 } mm_acml_trainer;
 

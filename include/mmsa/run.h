@@ -37,9 +37,21 @@ mm_status mm_run_resume(const char *ckpt_dir, mm_dist *d, uint64_t seed, mm_ckpt
 /* Collective: rank 0 writes run_dir/job.yaml and opens run_dir/log.jsonl (*log; NULL on
  * the other ranks). */
 mm_status mm_run_open_log(const char *run_dir, const char *job_text, mm_dist *d, FILE **log);
-/* Collective, at a log line: *now, the molecules/s since the previous line (*t_last and
- * *step_last move to now and step) and the largest peak RSS over the ranks, MiB. */
-mm_status mm_run_log_stats(mm_dist *d, int64_t step, int64_t batch, double *t_last, int64_t *step_last, double *now,
+/* A loop's clock: when it started, and the time and step of its previous log line. */
+typedef struct mm_run_clock {
+    double t_start, t_last_log;
+    int64_t step_last_log, step0; /* step0: the step this process started at (after a resume) */
+} mm_run_clock;
+/* Collective: the start every loop shares. With `resume`, loads ckpt_dir/latest into s (the
+ * loop's state, from its ckpt_state) and, when there was one, moves *step and *bn_batches to
+ * the checkpoint's; then writes the job and opens the log (mm_run_open_log) and starts the
+ * clock at *step. */
+mm_status mm_run_start(const char *ckpt_dir, const char *run_dir, const char *job_text, uint64_t seed, bool resume,
+                       mm_dist *d, mm_ckpt_state *s, int64_t *step, int64_t *bn_batches, FILE **log,
+                       mm_run_clock *clock);
+/* Collective, at a log line: *now, the molecules/s since the previous line (the clock's
+ * last line moves to now and step) and the largest peak RSS over the ranks, MiB. */
+mm_status mm_run_log_stats(mm_dist *d, int64_t step, int64_t batch, mm_run_clock *clock, double *now,
                            double *mol_per_s, double *peak_rss_mib);
 /* "h:mm:ss" */
 void mm_run_fmt_hms(double seconds, char *buf, size_t n);

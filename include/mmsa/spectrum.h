@@ -53,6 +53,7 @@
 #include "mmsa/job.h"
 #include "mmsa/optim.h"
 #include "mmsa/params.h"
+#include "mmsa/run.h"
 #include "mmsa/tensor.h"
 
 #define MM_SPECTRUM_MAX_STAGES MM_CFG_LIST_MAX
@@ -146,8 +147,7 @@ typedef struct mm_spectrum_trainer {
     FILE *log;
     char ckpt_dir[1024];
     char *job_text;
-    double t_start, t_last_log;
-    int64_t step_last_log, step0; /* step0: the step this process started at */
+    mm_run_clock clock;
     bool quiet;
 } mm_spectrum_trainer;
 

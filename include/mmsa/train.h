@@ -22,6 +22,7 @@
 #include "mmsa/memory_bank.h"
 #include "mmsa/model.h"
 #include "mmsa/optim.h"
+#include "mmsa/run.h"
 #include "mmsa/tensor.h"
 
 /* What one step reports (global values, identical on every rank). */
@@ -57,8 +58,7 @@ typedef struct mm_trainer {
     FILE *log;                  /* rank 0: run_dir/log.jsonl */
     char ckpt_dir[1024];
     char *job_text;             /* resolved job, YAML */
-    double t_start, t_last_log;
-    int64_t step_last_log, step0; /* step0: the step this process started at (after a resume) */
+    mm_run_clock clock;
     bool quiet;                 /* no progress line */
 } mm_trainer;
 

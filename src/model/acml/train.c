@@ -402,18 +402,9 @@ mm_status mm_acml_trainer_init(mm_acml_trainer *tr, const mm_job *job, mm_dist *
             return MM_ERR(MM_ERR_NOMEM, "teacher rows of a step (%lld x %lld)", (long long)tr->row_cap,
                           (long long)tr->teacher[k].dim);
     }
-    if (job->checkpoint.resume) {
-        mm_ckpt_state s = ckpt_state(tr);
-        bool resumed = false;
-        MM_CALL(mm_run_resume(tr->ckpt_dir, d, (uint64_t)T->seed, &s, &resumed));
-        if (resumed) {
-            tr->step = s.step;
-            tr->student.bn_batches = s.bn_batches;
-        }
-    }
-    MM_CALL(mm_run_open_log(T->run_dir, tr->job_text, d, &tr->log));
-    tr->t_start = tr->t_last_log = mm_run_now();
-    tr->step_last_log = tr->step0 = tr->step;
+    mm_ckpt_state s = ckpt_state(tr);
+    MM_CALL(mm_run_start(tr->ckpt_dir, T->run_dir, tr->job_text, (uint64_t)T->seed, job->checkpoint.resume, d, &s,
+                         &tr->step, &tr->student.bn_batches, &tr->log, &tr->clock));
     return MM_OK;
 }
 
@@ -644,7 +635,7 @@ mm_status mm_acml_trainer_step(mm_acml_trainer *tr, mm_acml_report *rep)
 static mm_status log_step(mm_acml_trainer *tr, const mm_acml_report *r)
 {
     double t, mps, rss;
-    MM_CALL(mm_run_log_stats(tr->d, tr->step, tr->job.train.batch_size, &tr->t_last_log, &tr->step_last_log, &t, &mps,
+    MM_CALL(mm_run_log_stats(tr->d, tr->step, tr->job.train.batch_size, &tr->clock, &t, &mps,
                              &rss));
     if (tr->d->rank != 0) return MM_OK;
     fprintf(tr->log, "{\"step\": %lld, \"epoch\": %lld, \"lr\": %.6g, \"loss\": %.6f", (long long)r->step + 1,
@@ -654,11 +645,11 @@ static mm_status log_step(mm_acml_trainer *tr, const mm_acml_report *r)
                 mm_teacher_names[tr->teacher[k].kind], (long long)r->pairs[k]);
     fprintf(tr->log,
             ", \"grad_norm\": %.6g, \"mol_per_s\": %.2f, \"ranks\": %d, \"elapsed_s\": %.2f, \"peak_rss_mib\": %.1f}\n",
-            r->grad_norm, mps, tr->d->size, t - tr->t_start, rss);
+            r->grad_norm, mps, tr->d->size, t - tr->clock.t_start, rss);
     fflush(tr->log);
     if (!tr->quiet && tr->job.train.progress) {
         char eta[32];
-        mm_run_fmt_eta(t - tr->t_start, tr->step0, tr->step, tr->total_steps, eta, sizeof eta);
+        mm_run_fmt_eta(t - tr->clock.t_start, tr->clock.step0, tr->step, tr->total_steps, eta, sizeof eta);
         fprintf(stderr, "step %lld/%lld (%3.0f%%) loss %.4f lr %.2e %.0f mol/s ETA %s\n", (long long)tr->step,
                 (long long)tr->total_steps, 100.0 * (double)tr->step / (double)tr->total_steps, r->loss, (double)r->lr,
                 mps, eta);

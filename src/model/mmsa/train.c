@@ -88,18 +88,9 @@ mm_status mm_trainer_init(mm_trainer *tr, const mm_job *job, mm_dist *d)
     }
 
     MM_CALL(mm_run_checkpoint_dir(T->run_dir, d, tr->ckpt_dir, sizeof tr->ckpt_dir));
-    if (job->checkpoint.resume) {
-        mm_ckpt_state s = ckpt_state(tr);
-        bool resumed;
-        MM_CALL(mm_run_resume(tr->ckpt_dir, d, (uint64_t)T->seed, &s, &resumed));
-        if (resumed) {
-            tr->step = s.step;
-            tr->model.bn_batches = s.bn_batches;
-        }
-    }
-    MM_CALL(mm_run_open_log(T->run_dir, tr->job_text, d, &tr->log));
-    tr->t_start = tr->t_last_log = mm_run_now();
-    tr->step_last_log = tr->step0 = tr->step;
+    mm_ckpt_state s = ckpt_state(tr);
+    MM_CALL(mm_run_start(tr->ckpt_dir, T->run_dir, tr->job_text, (uint64_t)T->seed, job->checkpoint.resume, d, &s,
+                         &tr->step, &tr->model.bn_batches, &tr->log, &tr->clock));
     return MM_OK;
 }
 
@@ -235,7 +226,7 @@ mm_status mm_trainer_checkpoint(mm_trainer *tr)
 static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
 {
     double t, mps, rss;
-    MM_CALL(mm_run_log_stats(tr->d, tr->step, tr->job.train.batch_size, &tr->t_last_log, &tr->step_last_log, &t, &mps,
+    MM_CALL(mm_run_log_stats(tr->d, tr->step, tr->job.train.batch_size, &tr->clock, &t, &mps,
                              &rss));
     mm_bank_window_stats w;
     MM_CALL(mm_bank_window(&tr->bank, &w));
@@ -250,14 +241,14 @@ static mm_status log_step(mm_trainer *tr, const mm_step_report *r)
             (long long)r->step + 1, (long long)r->epoch, (double)r->lr, r->loss, r->l_align, r->l_align_mod[1],
             r->l_align_mod[2], r->l_align_mod[3], r->l_rec, r->l_hg, r->l_mem, r->grad_norm, mps,
             (long long)r->bank.anchors_hit, r->bank.entropy_bits, (long long)w.anchors_hit, (long long)w.steps,
-            (long long)w.reseeded, tr->d->size, t - tr->t_start, rss, 1e3 * r->grad_exposed_s);
+            (long long)w.reseeded, tr->d->size, t - tr->clock.t_start, rss, 1e3 * r->grad_exposed_s);
     for (int k = 0; k < MM_COMM_KINDS; k++)
         fprintf(tr->log, "%s\"%s\": %.0f", k ? ", " : "", mm_comm_kind_names[k], r->comm_bytes[k]);
     fprintf(tr->log, "}}\n");
     fflush(tr->log);
     if (!tr->quiet && tr->job.train.progress) {
         char eta[32];
-        mm_run_fmt_eta(t - tr->t_start, tr->step0, tr->step, tr->total_steps, eta, sizeof eta);
+        mm_run_fmt_eta(t - tr->clock.t_start, tr->clock.step0, tr->step, tr->total_steps, eta, sizeof eta);
         fprintf(stderr,
                 "step %lld/%lld (%3.0f%%) loss %.4f [align %.3f rec %.3f hg %.3f mem %.3f] anchors %lld (%lld in %lld "
                 "steps, %lld re-seeded) H %.2f bits lr %.2e %.0f mol/s ETA %s\n",

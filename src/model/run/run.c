@@ -127,13 +127,31 @@ void mm_run_batch(mm_run_batches *b, int64_t step, int64_t *idx)
     qsort(idx, (size_t)B, sizeof(int64_t), cmp_i64);
 }
 
-mm_status mm_run_log_stats(mm_dist *d, int64_t step, int64_t batch, double *t_last, int64_t *step_last, double *now,
+mm_status mm_run_start(const char *ckpt_dir, const char *run_dir, const char *job_text, uint64_t seed, bool resume,
+                       mm_dist *d, mm_ckpt_state *s, int64_t *step, int64_t *bn_batches, FILE **log,
+                       mm_run_clock *clock)
+{
+    if (resume) {
+        bool resumed = false;
+        MM_CALL(mm_run_resume(ckpt_dir, d, seed, s, &resumed));
+        if (resumed) {
+            *step = s->step;
+            *bn_batches = s->bn_batches;
+        }
+    }
+    MM_CALL(mm_run_open_log(run_dir, job_text, d, log));
+    clock->t_start = clock->t_last_log = mm_run_now();
+    clock->step_last_log = clock->step0 = *step;
+    return MM_OK;
+}
+
+mm_status mm_run_log_stats(mm_dist *d, int64_t step, int64_t batch, mm_run_clock *clock, double *now,
                            double *mol_per_s, double *peak_rss_mib)
 {
     *now = mm_run_now();
-    *mol_per_s = (double)(step - *step_last) * (double)batch / fmax(*now - *t_last, 1e-9);
-    *t_last = *now;
-    *step_last = step;
+    *mol_per_s = (double)(step - clock->step_last_log) * (double)batch / fmax(*now - clock->t_last_log, 1e-9);
+    clock->t_last_log = *now;
+    clock->step_last_log = step;
     *peak_rss_mib = mm_peak_rss_mib();
     if (d->size > 1) MM_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, peak_rss_mib, 1, MPI_DOUBLE, MPI_MAX, d->comm));
     return MM_OK;

@@ -134,18 +134,9 @@ mm_status mm_spectrum_trainer_init(mm_spectrum_trainer *tr, const mm_job *job, m
     MM_CALL(mm_tape_init(&tr->tape, 64u << 20));
     MM_CALL(mm_grad_sync_init(&tr->gsync, d, &tr->net.params, (double)job->dist.bucket_mb * 1048576.0));
     MM_CALL(mm_run_checkpoint_dir(T->run_dir, d, tr->ckpt_dir, sizeof tr->ckpt_dir));
-    if (job->checkpoint.resume) {
-        mm_ckpt_state s = ckpt_state(tr);
-        bool resumed;
-        MM_CALL(mm_run_resume(tr->ckpt_dir, d, (uint64_t)T->seed, &s, &resumed));
-        if (resumed) {
-            tr->step = s.step;
-            tr->net.bn_batches = s.bn_batches;
-        }
-    }
-    MM_CALL(mm_run_open_log(T->run_dir, tr->job_text, d, &tr->log));
-    tr->t_start = tr->t_last_log = mm_run_now();
-    tr->step_last_log = tr->step0 = tr->step;
+    mm_ckpt_state s = ckpt_state(tr);
+    MM_CALL(mm_run_start(tr->ckpt_dir, T->run_dir, tr->job_text, (uint64_t)T->seed, job->checkpoint.resume, d, &s,
+                         &tr->step, &tr->net.bn_batches, &tr->log, &tr->clock));
     return MM_OK;
 }
 
@@ -249,7 +240,7 @@ mm_status mm_spectrum_trainer_checkpoint(mm_spectrum_trainer *tr)
 static mm_status log_step(mm_spectrum_trainer *tr, const mm_spectrum_report *r)
 {
     double t, mps, rss;
-    MM_CALL(mm_run_log_stats(tr->d, tr->step, tr->job.train.batch_size, &tr->t_last_log, &tr->step_last_log, &t, &mps,
+    MM_CALL(mm_run_log_stats(tr->d, tr->step, tr->job.train.batch_size, &tr->clock, &t, &mps,
                              &rss));
     if (tr->d->rank != 0) return MM_OK;
     fprintf(tr->log,
@@ -257,12 +248,12 @@ static mm_status log_step(mm_spectrum_trainer *tr, const mm_spectrum_report *r)
             "\"kind\": \"%s\", \"peaks_dropped\": %lld, \"mol_per_s\": %.2f, \"ranks\": %d, \"elapsed_s\": %.2f, "
             "\"peak_rss_mib\": %.1f}\n",
             (long long)r->step + 1, (long long)r->epoch, (double)r->lr, r->loss, r->loss, r->grad_norm,
-            mm_nmr_kind_names[tr->job.spectrum.kind], (long long)tr->dropped_total, mps, tr->d->size, t - tr->t_start,
+            mm_nmr_kind_names[tr->job.spectrum.kind], (long long)tr->dropped_total, mps, tr->d->size, t - tr->clock.t_start,
             rss);
     fflush(tr->log);
     if (!tr->quiet && tr->job.train.progress) {
         char eta[32];
-        mm_run_fmt_eta(t - tr->t_start, tr->step0, tr->step, tr->total_steps, eta, sizeof eta);
+        mm_run_fmt_eta(t - tr->clock.t_start, tr->clock.step0, tr->step, tr->total_steps, eta, sizeof eta);
         fprintf(stderr, "step %lld/%lld (%3.0f%%) reconstruction %.5f lr %.2e %.0f spectra/s ETA %s\n",
                 (long long)tr->step, (long long)tr->total_steps, 100.0 * (double)tr->step / (double)tr->total_steps,
                 r->loss, (double)r->lr, mps, eta);
