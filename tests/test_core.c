@@ -555,6 +555,42 @@ static void test_eta_counts_this_session_only(void **state)
     assert_string_equal(buf, "0:00:00");
 }
 
+/* Resuming warns of what changed against the run's job.yaml: a value that differs, and a key
+ * the older job.yaml does not have (added since, so that run had its old default); a key of
+ * the same name in another section, and equal texts, give nothing. The texts come from the
+ * job writer itself. */
+static void test_resume_job_diff(void **state)
+{
+    (void)state;
+    mm_job job;
+    assert_int_equal(mm_cfg_defaults(&mm_job_schema, &job), MM_OK);
+    char *now = NULL;
+    assert_int_equal(mm_run_job_text(&job, &now), MM_OK);
+    assert_int_equal(mm_run_job_diff(now, now, NULL), 0);
+    /* the earlier run: another lr, and no loss.mem_reseed_from line */
+    char *old = strdup(now);
+    assert_non_null(old);
+    char *line = strstr(old, "  mem_reseed_from: ");
+    assert_non_null(line);
+    char *eol = strchr(line, '\n');
+    memmove(line, eol + 1, strlen(eol + 1) + 1);
+    char *lr = strstr(old, "\n  lr: ");
+    assert_non_null(lr);
+    lr[7] = lr[7] == '9' ? '8' : '9';
+    char *report = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&report, &len);
+    assert_non_null(f);
+    assert_int_equal(mm_run_job_diff(old, now, f), 2);
+    fclose(f);
+    assert_non_null(strstr(report, "  loss.mem_reseed_from: farthest (not in the run's job.yaml"));
+    assert_non_null(strstr(report, "  train.lr: 0.001 (the run had: 9.001)"));
+    assert_null(strstr(report, "lr_min"));
+    free(report);
+    free(old);
+    free(now);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -574,6 +610,7 @@ int main(void)
         cmocka_unit_test(test_training_loop_learns_without_memory_growth),
         cmocka_unit_test(test_mkdir_p),
         cmocka_unit_test(test_eta_counts_this_session_only),
+        cmocka_unit_test(test_resume_job_diff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,11 +44,17 @@ typedef struct mm_run_clock {
 } mm_run_clock;
 /* Collective: the start every loop shares. With `resume`, loads ckpt_dir/latest into s (the
  * loop's state, from its ckpt_state) and, when there was one, moves *step and *bn_batches to
- * the checkpoint's; then writes the job and opens the log (mm_run_open_log) and starts the
- * clock at *step. */
+ * the checkpoint's and warns (rank 0, stderr) of every setting that differs from the run's
+ * run_dir/job.yaml (mm_run_job_diff); then writes the job and opens the log
+ * (mm_run_open_log) and starts the clock at *step. */
 mm_status mm_run_start(const char *ckpt_dir, const char *run_dir, const char *job_text, uint64_t seed, bool resume,
                        mm_dist *d, mm_ckpt_state *s, int64_t *step, int64_t *bn_batches, FILE **log,
                        mm_run_clock *clock);
+/* The settings of a resolved job text (mm_run_job_text) that differ from those of an earlier
+ * one (the run_dir/job.yaml of the run being resumed): one line per setting to out, "  section.key: new
+ * (the run had: old)", or "(not in the run's job.yaml: ...)" for a key the earlier build did not
+ * have (its behaviour was that build's default, which may differ). Returns how many. */
+int mm_run_job_diff(const char *old_text, const char *new_text, FILE *out);
 /* Collective, at a log line: *now, the molecules/s since the previous line (the clock's
  * last line moves to now and step) and the largest peak RSS over the ranks, MiB. */
 mm_status mm_run_log_stats(mm_dist *d, int64_t step, int64_t batch, mm_run_clock *clock, double *now,

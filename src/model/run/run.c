@@ -127,6 +127,76 @@ void mm_run_batch(mm_run_batches *b, int64_t step, int64_t *idx)
     qsort(idx, (size_t)B, sizeof(int64_t), cmp_i64);
 }
 
+/* The value of section.key in a text written by mm_cfg_write_values ("section:" lines, then
+ * "  key: value" lines); NULL when absent. *len receives the value's length. */
+static const char *job_value(const char *text, const char *section, size_t sec_len, const char *key, size_t key_len,
+                             size_t *len)
+{
+    bool in = false;
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *end = strchr(l, '\n');
+        size_t n = end ? (size_t)(end - l) : strlen(l);
+        if (n && l[0] != ' ') {
+            in = n == sec_len + 1 && !strncmp(l, section, sec_len) && l[sec_len] == ':';
+        } else if (in && n > key_len + 4 && !strncmp(l, "  ", 2) && !strncmp(l + 2, key, key_len) &&
+                   !strncmp(l + 2 + key_len, ": ", 2)) {
+            *len = n - key_len - 4;
+            return l + key_len + 4;
+        }
+    }
+    return NULL;
+}
+
+int mm_run_job_diff(const char *old_text, const char *new_text, FILE *out)
+{
+    int count = 0;
+    const char *section = "";
+    size_t sec_len = 0;
+    for (const char *l = new_text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *end = strchr(l, '\n');
+        size_t n = end ? (size_t)(end - l) : strlen(l);
+        if (n && l[0] != ' ' && l[n - 1] == ':') {
+            section = l;
+            sec_len = n - 1;
+            continue;
+        }
+        const char *colon = n > 2 && !strncmp(l, "  ", 2) ? strstr(l + 2, ": ") : NULL;
+        if (!colon || colon > l + n) continue;
+        const char *key = l + 2, *val = colon + 2;
+        size_t key_len = (size_t)(colon - key), val_len = (size_t)(l + n - val), old_len = 0;
+        const char *old = job_value(old_text, section, sec_len, key, key_len, &old_len);
+        if (old && old_len == val_len && !strncmp(old, val, val_len)) continue;
+        count++;
+        if (!out) continue;
+        if (old)
+            fprintf(out, "  %.*s.%.*s: %.*s (the run had: %.*s)\n", (int)sec_len, section, (int)key_len, key,
+                    (int)val_len, val, (int)old_len, old);
+        else
+            fprintf(out, "  %.*s.%.*s: %.*s (not in the run's job.yaml: it was written by an older build, "
+                         "whose default applied and may differ)\n",
+                    (int)sec_len, section, (int)key_len, key, (int)val_len, val);
+    }
+    return count;
+}
+
+/* Rank 0, after a resume: the settings that differ from the run's run_dir/job.yaml. */
+static void warn_job_changes(const char *run_dir, const char *job_text)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/job.yaml", run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char *old = NULL;
+    size_t cap = 0;
+    ssize_t got = getdelim(&old, &cap, '\0', f);
+    fclose(f);
+    if (got > 0 && mm_run_job_diff(old, job_text, NULL) > 0) {
+        fprintf(stderr, "warning: resuming with settings that differ from %s:\n", path);
+        mm_run_job_diff(old, job_text, stderr);
+    }
+    free(old);
+}
+
 mm_status mm_run_start(const char *ckpt_dir, const char *run_dir, const char *job_text, uint64_t seed, bool resume,
                        mm_dist *d, mm_ckpt_state *s, int64_t *step, int64_t *bn_batches, FILE **log,
                        mm_run_clock *clock)
@@ -137,6 +207,7 @@ mm_status mm_run_start(const char *ckpt_dir, const char *run_dir, const char *jo
         if (resumed) {
             *step = s->step;
             *bn_batches = s->bn_batches;
+            if (d->rank == 0) warn_job_changes(run_dir, job_text);
         }
     }
     MM_CALL(mm_run_open_log(run_dir, job_text, d, log));
