@@ -9,10 +9,12 @@
  * The usual blocking (Goto, as BLIS): op(B) in blocks of KC x NC packed into panels of
  * NR = 32 columns (k-major, 32 floats per k, zero-padded), op(A) in blocks of MC x KC; a
  * 12 x 32 tile of C is 24 zmm sums over the block's k, folded into C with alpha and beta
- * (beta only on the first block of k; C is not read when beta = 0). op(A) is not packed:
- * the kernel broadcasts its 12 rows where they lie, k-contiguous rows (A as stored) or
- * row-contiguous k (A transposed); only a last panel of fewer than 12 rows is copied,
- * zero-padded. (Packing A, a transpose for row-major A, cost a quarter of the time.)
+ * (beta only on the first block of k; C is not read when beta = 0). Row-major op(A) is
+ * not packed: the kernel broadcasts its 12 rows where they lie, k contiguous in each
+ * (packing it is a transpose, which cost a quarter of the time); only a last panel of
+ * fewer than 12 rows is copied, zero-padded. Transposed A (the weight gradients' dY^T),
+ * whose 12 rows at one k are contiguous but a k apart by a whole row of dY, is packed per
+ * block of MC x KC into panels of 12 (one masked vector copy per k).
  * Every C element sums its k in the same order whatever m and n are, so a row's values
  * do not depend on the other rows of the call (1 rank vs P ranks). */
 #include <immintrin.h>
@@ -48,13 +50,24 @@ void mm_gemm_avx512_release(void)
     cap_a = cap_b = 0;
 }
 
-/* mr < MR rows of op(A), from row i and k p0, by kc into ap [kc][MR], zero-padded. */
-static void pack_a_edge(bool ta, const float *a, int64_t lda, int64_t i, int64_t mr, int64_t p0, int64_t kc,
-                        float *restrict ap)
+/* mr < MR rows of row-major A, from row i and k p0, by kc into ap [kc][MR], zero-padded. */
+static void pack_a_edge(const float *a, int64_t lda, int64_t i, int64_t mr, int64_t p0, int64_t kc, float *restrict ap)
 {
     for (int64_t l = 0; l < kc; l++)
-        for (int64_t r = 0; r < MR; r++)
-            ap[l * MR + r] = r >= mr ? 0.0f : ta ? a[(p0 + l) * lda + i + r] : a[(i + r) * lda + p0 + l];
+        for (int64_t r = 0; r < MR; r++) ap[l * MR + r] = r >= mr ? 0.0f : a[(i + r) * lda + p0 + l];
+}
+
+/* Transposed A (stored k x m): op(A) rows [i0, i0 + mc) by k [p0, p0 + kc) into panels
+ * ap [ceil(mc / MR)][kc][MR], zero-padded. */
+static void pack_a_trans(const float *a, int64_t lda, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                         float *restrict ap)
+{
+    for (int64_t ir = 0; ir < mc; ir += MR, ap += kc * MR) {
+        int64_t mr = mc - ir < MR ? mc - ir : MR;
+        __mmask16 mask = (__mmask16)((1u << mr) - 1u);
+        for (int64_t l = 0; l < kc; l++)
+            _mm512_mask_storeu_ps(ap + l * MR, 0x0fff, _mm512_maskz_loadu_ps(mask, a + (p0 + l) * lda + i0 + ir));
+    }
 }
 
 /* op(B) k [p0, p0 + kc) by columns [j0, j0 + nc) into panels bp [ceil(nc / NR)][kc][NR]. */
@@ -136,7 +149,9 @@ int mm_gemm_avx512(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alph
                    const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
     int64_t ncb = n < NC ? n : NC, kcb = k < KC ? k : KC;
-    if (grow(&pack_b, &cap_b, (size_t)((ncb + NR - 1) / NR * NR * kcb)) || grow(&pack_a, &cap_a, (size_t)(MR * kcb)))
+    int64_t mcb = m < MC ? m : MC;
+    if (grow(&pack_b, &cap_b, (size_t)((ncb + NR - 1) / NR * NR * kcb)) ||
+        grow(&pack_a, &cap_a, (size_t)((mcb + MR - 1) / MR * MR * kcb)))
         return -1;
     for (int64_t j0 = 0; j0 < n; j0 += NC) {
         int64_t nc = n - j0 < NC ? n - j0 : NC;
@@ -146,18 +161,19 @@ int mm_gemm_avx512(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alph
             pack_b_block(tb, b, ldb, p0, kc, j0, nc, pack_b);
             for (int64_t i0 = 0; i0 < m; i0 += MC) {
                 int64_t mc = m - i0 < MC ? m - i0 : MC;
+                if (ta) pack_a_trans(a, lda, i0, mc, p0, kc, pack_a);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     const float *bp = pack_b + jr * kc;
                     int64_t nr = nc - jr < NR ? nc - jr : NR;
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int64_t i = i0 + ir, mr = mc - ir < MR ? mc - ir : MR;
                         float *ct = c + i * ldc + j0 + jr;
-                        if (mr < MR) {
-                            if (jr == 0) pack_a_edge(ta, a, lda, i, mr, p0, kc, pack_a);
+                        if (ta)
+                            kernel_kmajor(kc, pack_a + ir * kc, MR, bp, ct, ldc, mr, nr, alpha, bet);
+                        else if (mr < MR) {
+                            if (jr == 0) pack_a_edge(a, lda, i, mr, p0, kc, pack_a);
                             kernel_kmajor(kc, pack_a, MR, bp, ct, ldc, mr, nr, alpha, bet);
-                        } else if (ta)
-                            kernel_kmajor(kc, a + p0 * lda + i, lda, bp, ct, ldc, mr, nr, alpha, bet);
-                        else
+                        } else
                             kernel_rows(kc, a + i * lda + p0, lda, bp, ct, ldc, mr, nr, alpha, bet);
                     }
                 }
