@@ -3,8 +3,11 @@
 #
 #   benchmarks/schnet_speed.sh --build NAME=DIR[@SECTION.KEY=VALUE] [--build ...] --dataset DATA.h5
 #                              [--torch CACHE.h5 [--torch-ftz]] [--rounds 2] [--steps 3]
+#                              [--encoder conformer|image] [--set SECTION.KEY=VALUE ...]
 #                              [--out benchmarks/results/speed/schnet.csv]
 #
+# --encoder image times the image encoder (CNN) instead, on both sides (CSV columns cnn_*);
+# --set passes a setting to every build's bench_train (e.g. model.use_conformer=false).
 # Each round runs the builds in mirrored order (A B C [T [F F] T] C B A, T = PyTorch, F = PyTorch
 # with subnormals flushed), so that every build sees the machine in the same states on average.
 # A build run is bench_train on 1 rank at
@@ -21,7 +24,7 @@
 # run, and prints medians and ratios against the first build. Run from the project root; the
 # raw outputs stay in benchmarks/out/schnet_speed.
 set -eu
-BUILDS=""; DATA=""; TORCH=""; TORCH_FTZ=0; ROUNDS=2; STEPS=3
+BUILDS=""; DATA=""; TORCH=""; TORCH_FTZ=0; ROUNDS=2; STEPS=3; ENC=conformer; SETS=""
 OUT=benchmarks/results/speed/schnet.csv
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,12 +35,19 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --encoder) ENC=$2; shift 2 ;;
+    --set) SETS="$SETS --set $2"; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "schnet_speed.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 [ -n "$BUILDS" ] && [ -n "$DATA" ] || { echo "schnet_speed.sh: --build and --dataset are required (see --help)" >&2; exit 2; }
 [ -f "$DATA" ] || { echo "schnet_speed.sh: no dataset $DATA" >&2; exit 2; }
+case "$ENC" in
+conformer) COL=schnet; SCOPE="conformer encoder" ;;
+image) COL=cnn; SCOPE="image encoder" ;;
+*) echo "schnet_speed.sh: --encoder $ENC: expected conformer or image" >&2; exit 2 ;;
+esac
 [ -z "$TORCH" ] || [ -f "$TORCH" ] || { echo "schnet_speed.sh: --torch $TORCH: no such cache" >&2; exit 2; }
 REVERSED=""
 for b in $BUILDS; do
@@ -53,7 +63,7 @@ export MMSA_SHARED=${MMSA_SHARED:-$(pwd)/../shared}
 TUNED=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184
 RAW=benchmarks/out/schnet_speed
 mkdir -p "$RAW" "$(dirname "$OUT")"
-echo "build,commit,settings,round,load1,step_s,schnet_fwd_ms,schnet_bwd_ms,schnet_ms,peak_rss_mib,blis_gflops" > "$OUT"
+echo "build,commit,settings,round,load1,step_s,${COL}_fwd_ms,${COL}_bwd_ms,${COL}_ms,peak_rss_mib,blis_gflops,gemm_gflops" > "$OUT"
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 bench() { # NAME=DIR[@SET] round
@@ -61,13 +71,14 @@ bench() { # NAME=DIR[@SET] round
     case "$d" in *@*) set=${d#*@}; d=${d%%@*} ;; esac
     c=$(git -C "$d" rev-parse --short HEAD 2>/dev/null || echo "?")
     l=$(load1); log="$RAW/bench_${n}_$2.txt"
+    # shellcheck disable=SC2086
     mpirun -n 1 "$d/build/benchmarks/bench_train" --dataset "$DATA" --job configs/zinc250k.yaml --steps "$STEPS" \
-        --warmup 1 --set train.holdout=0 --set train.batch_size=256 ${set:+--set "$set"} < /dev/null > "$log" 2>&1 ||
+        --warmup 1 --set train.holdout=0 --set train.batch_size=256 $SETS ${set:+--set "$set"} < /dev/null > "$log" 2>&1 ||
         { echo "schnet_speed.sh: bench_train of $n failed, see $log" >&2; exit 1; }
-    awk -v b="$n" -v c="$c" -v s="$set" -v rd="$2" -v l="$l" '
-        /step time/ {st = $3} /raw BLIS/ {bl = $8} /peak RSS/ {rss = $5}
-        /conformer encoder/ {f = $4; bw = $5}
-        END {printf "%s,%s,%s,%s,%s,%s,%s,%s,%.1f,%s,%s\n", b, c, s, rd, l, st, f, bw, f + bw, rss, bl}' "$log" >> "$OUT"
+    awk -v b="$n" -v c="$c" -v s="$set" -v rd="$2" -v l="$l" -v scope="$SCOPE" '
+        /step time/ {st = $3} /raw BLIS/ {bl = $8; gf = $3} /peak RSS/ {rss = $5}
+        index($0, scope) {f = $4; bw = $5}
+        END {printf "%s,%s,%s,%s,%s,%s,%s,%s,%.1f,%s,%s,%s\n", b, c, s, rd, l, st, f, bw, f + bw, rss, bl, gf}' "$log" >> "$OUT"
 }
 
 torch() { # round, ftz (0 or 1)
@@ -79,10 +90,10 @@ sys.path.insert(0, os.path.dirname(sys.argv[2])); sys.argv = sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")' "$2" ../shared/anchors/bench_torch.py --worker --threads 1 --steps 1 \
         --warmup 0 --batch 256 --enc-warmup 1 --enc-reps 5 --h5 "$TORCH" --json "$RAW/${n}_$1.json" > "$log" 2>&1 ||
         { echo "schnet_speed.sh: bench_torch.py failed, see $log" >&2; exit 1; }
-    /usr/bin/python3 - "$RAW/${n}_$1.json" "$1" "$l" "$n" "$2" >> "$OUT" <<'PY'
+    /usr/bin/python3 - "$RAW/${n}_$1.json" "$1" "$l" "$n" "$2" "$ENC" >> "$OUT" <<'PY'
 import json, sys, torch
-e = json.load(open(sys.argv[1]))["encoders"]["conformer"]
-print("%s,torch %s,%s,%s,%s,,%.1f,%.1f,%.1f,,"
+e = json.load(open(sys.argv[1]))["encoders"][sys.argv[6]]
+print("%s,torch %s,%s,%s,%s,,%.1f,%.1f,%.1f,,,"
       % (sys.argv[4], torch.__version__, "flush_denormal" if sys.argv[5] == "1" else "", sys.argv[2], sys.argv[3],
          e["forward_ms_median"], e["fwd_bwd_ms_median"] - e["forward_ms_median"], e["fwd_bwd_ms_median"]))
 PY
@@ -102,22 +113,27 @@ while [ "$r" -le "$ROUNDS" ]; do
     r=$((r + 1))
 done
 echo "schnet_speed.sh: end $(uptime)"
-/usr/bin/python3 - "$OUT" <<'PY'
+/usr/bin/python3 - "$OUT" "$COL" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
+col = sys.argv[2]
 names = list(dict.fromkeys(r["build"] for r in rows))
 def med(b, col):
     v = [float(r[col]) for r in rows if r["build"] == b and r[col]]
     return (statistics.median(v), min(v), max(v), len(v)) if v else None
-base = med(names[0], "schnet_ms")[0]
-print("\nSchNet encoder forward + backward, batch 256, 1 core (median over runs; speed-up = %s / this)" % names[0])
-print("%-10s %-13s %4s %8s %8s %20s %8s %14s %9s" % ("build", "commit", "runs", "fwd ms", "bwd ms", "fwd+bwd ms (range)",
-                                                   "speed-up", "peak RSS MiB", "BLIS GF/s"))
+base = med(names[0], col + "_ms")[0]
+print("\n%s encoder forward + backward, batch 256, 1 core (median over runs; speed-up = %s / this)"
+      % ("SchNet" if col == "schnet" else "Image", names[0]))
+print("%-10s %-13s %4s %8s %8s %20s %8s %14s %9s %11s" % ("build", "commit", "runs", "fwd ms", "bwd ms",
+      "fwd+bwd ms (range)", "speed-up", "peak RSS MiB", "BLIS GF/s", "GEMM/BLIS"))
 for b in names:
-    g = med(b, "schnet_ms")
+    g = med(b, col + "_ms")
     rss, bl = med(b, "peak_rss_mib"), med(b, "blis_gflops")
+    ratio = [float(r["gemm_gflops"]) / float(r["blis_gflops"]) for r in rows
+             if r["build"] == b and r.get("gemm_gflops") and r["blis_gflops"]]
     c = next(r["commit"] for r in rows if r["build"] == b)
-    print("%-10s %-13s %4d %8.0f %8.0f %6.0f (%5.0f-%5.0f) %8.2f %14s %9s" % (
-        b, c, g[3], med(b, "schnet_fwd_ms")[0], med(b, "schnet_bwd_ms")[0], g[0], g[1], g[2], base / g[0],
-        "%.0f" % rss[0] if rss else "", "%.1f" % bl[0] if bl else ""))
+    print("%-10s %-13s %4d %8.0f %8.0f %6.0f (%5.0f-%5.0f) %8.2f %14s %9s %11s" % (
+        b, c, g[3], med(b, col + "_fwd_ms")[0], med(b, col + "_bwd_ms")[0], g[0], g[1], g[2], base / g[0],
+        "%.0f" % rss[0] if rss else "", "%.1f" % bl[0] if bl else "",
+        "%.2f" % statistics.median(ratio) if ratio else ""))
 PY
