@@ -23,6 +23,7 @@
 # holds) with the 1-minute load average before the run, and prints medians and ratios
 # against the first build and PyTorch, paired by round. Run from the project root; the raw
 # outputs stay in benchmarks/out/gin_speed.
+# Runs use mpirun --bind-to none, as PyTorch's process runs (see vs_torch.sh).
 set -eu
 summary() { # CSV: medians over runs, and ratios paired by round (each round's mirrored runs)
 /usr/bin/python3 - "$1" <<'PY'
@@ -82,7 +83,7 @@ while [ $# -gt 0 ]; do
     --ft-epochs) FT_EPOCHS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --summary) summary "$2"; exit 0 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "gin_speed.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -114,7 +115,7 @@ commit() { git -C "$1" rev-parse --short HEAD 2>/dev/null || echo "?"; }
 
 bench() { # NAME=DIR round
     n=${1%%=*}; d=${1#*=}; l=$(load1); log="$RAW/bench_${n}_$2.txt"
-    mpirun -n 1 "$d/build/benchmarks/bench_train" --dataset "$DATA" --steps "$STEPS" --warmup 1 < /dev/null > "$log" 2>&1 ||
+    mpirun --bind-to none -n 1 "$d/build/benchmarks/bench_train" --dataset "$DATA" --steps "$STEPS" --warmup 1 < /dev/null > "$log" 2>&1 ||
         { echo "gin_speed.sh: bench_train of $n failed, see $log" >&2; exit 1; }
     awk -v b="$n" -v c="$(commit "$d")" -v rd="$2" -v l="$l" '
         /step time/ {st = $3} /raw BLIS/ {bl = $8}
@@ -134,7 +135,7 @@ torch() { # round
 finetune() { # NAME=DIR round
     n=${1%%=*}; d=${1#*=}; l=$(load1); run="$RAW/ft_${n}_$2"
     rm -rf "$run"
-    mpirun -n 1 "$d/bin/mmsa_finetune" configs/finetune_bbbp.yaml --quiet --set data.csv= \
+    mpirun --bind-to none -n 1 "$d/bin/mmsa_finetune" configs/finetune_bbbp.yaml --quiet --set data.csv= \
         --set data.dataset="$RAW/bbbp.h5" --set train.epochs="$FT_EPOCHS" --set train.seeds=1 \
         --set train.run_dir="$run" < /dev/null > "$run.txt" 2>&1 ||
         { echo "gin_speed.sh: mmsa_finetune of $n failed, see $run.txt" >&2; exit 1; }
@@ -149,7 +150,7 @@ PY
 
 if [ ! -f "$RAW/bbbp.h5" ]; then
     first=$(echo $BUILDS | cut -d' ' -f1)
-    mpirun -n 1 "${first#*=}/bin/mmsa_finetune" configs/finetune_bbbp.yaml --quiet --set train.epochs=1 \
+    mpirun --bind-to none -n 1 "${first#*=}/bin/mmsa_finetune" configs/finetune_bbbp.yaml --quiet --set train.epochs=1 \
         --set train.seeds=1 --set train.run_dir="$RAW/prep" < /dev/null > "$RAW/prep.txt" 2>&1 ||
         { echo "gin_speed.sh: preparing BBBP failed, see $RAW/prep.txt" >&2; exit 1; }
     cp "$RAW/prep/dataset.h5" "$RAW/bbbp.h5"
