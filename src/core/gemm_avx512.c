@@ -70,7 +70,44 @@ static void pack_a_trans(const float *a, int64_t lda, int64_t i0, int64_t mc, in
     }
 }
 
-/* op(B) k [p0, p0 + kc) by columns [j0, j0 + nc) into panels bp [ceil(nc / NR)][kc][NR]. */
+static inline __m512 lo_pd(__m512 a, __m512 b)
+{
+    return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+static inline __m512 hi_pd(__m512 a, __m512 b)
+{
+    return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+
+/* r[16] (16 rows of 16 floats) transposed in registers: dwords, quadwords, then 128-bit
+ * lanes twice. */
+static inline void transpose16(__m512 *r)
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = lo_pd(t[i], t[i + 2]);
+        r[i + 1] = hi_pd(t[i], t[i + 2]);
+        r[i + 2] = lo_pd(t[i + 1], t[i + 3]);
+        r[i + 3] = hi_pd(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + 4 + i], 0x88);
+            t[h + 4 + i] = _mm512_shuffle_f32x4(r[h + i], r[h + 4 + i], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+    }
+}
+
+/* op(B) k [p0, p0 + kc) by columns [j0, j0 + nc) into panels bp [ceil(nc / NR)][kc][NR].
+ * Transposed B (stored n x k, the Linear weights of x W^T) by 16 x 16 blocks transposed in
+ * registers, masked at the edges (masked-off lanes are not read). */
 static void pack_b_block(bool tb, const float *b, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
                          float *restrict bp)
 {
@@ -85,12 +122,19 @@ static void pack_b_block(bool tb, const float *b, int64_t ldb, int64_t p0, int64
                 _mm512_store_ps(bp + l * NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
             }
         } else {
-            for (int64_t c = 0; c < nr; c++) {
-                const float *src = b + (j0 + jr + c) * ldb + p0;
-                for (int64_t l = 0; l < kc; l++) bp[l * NR + c] = src[l];
+            for (int64_t c0 = 0; c0 < NR; c0 += 16) {
+                int64_t rows = nr - c0 < 0 ? 0 : nr - c0 < 16 ? nr - c0 : 16;
+                for (int64_t l0 = 0; l0 < kc; l0 += 16) {
+                    int64_t kl = kc - l0 < 16 ? kc - l0 : 16;
+                    __mmask16 mk = (__mmask16)((1u << kl) - 1u);
+                    __m512 r[16];
+                    for (int64_t i = 0; i < 16; i++)
+                        r[i] = i < rows ? _mm512_maskz_loadu_ps(mk, b + (j0 + jr + c0 + i) * ldb + p0 + l0)
+                                        : _mm512_setzero_ps();
+                    transpose16(r);
+                    for (int64_t i = 0; i < kl; i++) _mm512_store_ps(bp + (l0 + i) * NR + c0, r[i]);
+                }
             }
-            for (int64_t c = nr; c < NR; c++)
-                for (int64_t l = 0; l < kc; l++) bp[l * NR + c] = 0.0f;
         }
     }
 }
